@@ -1,0 +1,1 @@
+"""One module per CLI command: typer signature + a call into one library function."""

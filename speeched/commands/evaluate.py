@@ -1,0 +1,11 @@
+"""`speeched evaluate` (not yet available)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def command() -> None:
+    """Not yet available."""
+    typer.echo("speeched evaluate: not yet available in this version", err=True)
+    raise typer.Exit(2)
