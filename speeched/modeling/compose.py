@@ -1,0 +1,96 @@
+"""Compose a model from two pretrained halves: the library function behind `speeched init`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from speeched.modeling.model_dir import LoadedModel, load_feature_extractor, save_model_dir
+
+logger = logging.getLogger("speeched")
+
+EXTENSION_KEYS = (
+    "coupling",
+    "adaptor_layers",
+    "adaptor_stride",
+    "adaptor_kernel_size",
+    "projector",
+    "layer_weighting",
+    "ctc_weight",
+    "ctc_vocab",
+    "ctc_units",
+    "spec_augment",
+    "prompt",
+)
+
+
+def parse_options(pairs: list[str] | None, what: str) -> dict[str, Any]:
+    """`k=v` strings → dict; values parsed as YAML scalars (2 → int, true → bool, [1,2] → list)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"{what} {pair!r} is not key=value (e.g. {what} num_hidden_layers=2)")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+@dataclass
+class ComposeSpec:
+    """Everything `init` (or a recipe's `model` section) says about how to build a model."""
+
+    encoder: str
+    decoder: str
+    tokenizer: str | None = None
+    feature_extractor: str | None = None
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = False
+
+
+def compose(spec: ComposeSpec) -> LoadedModel:
+    """Build model + tokenizer + feature extractor from two pretrained halves."""
+    from transformers import AutoTokenizer
+
+    from speeched.modeling.model import SpeechEncoderDecoderModel
+
+    unknown = set(spec.extensions) - set(EXTENSION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {list(EXTENSION_KEYS)}")
+    tokenizer_source = spec.tokenizer or spec.decoder
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"cannot load a tokenizer from {tokenizer_source!r}: pass --tokenizer DIR (a folder with tokenizer "
+            f"files). Original error: {err}"
+        ) from err
+    kwargs: dict[str, Any] = {f"encoder_{k}": v for k, v in spec.encoder_options.items()}
+    kwargs.update({f"decoder_{k}": v for k, v in spec.decoder_options.items()})
+    kwargs.update(spec.extensions)
+    kwargs.update(spec.generation)
+    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+        spec.encoder, spec.decoder, tokenizer=tokenizer, trust_remote_code=spec.trust_remote_code, **kwargs
+    )
+    feature_extractor = load_feature_extractor(spec.feature_extractor or spec.encoder, model.config.encoder)
+    return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor, path=Path("."))
+
+
+def init_model(spec: ComposeSpec, out: str | Path) -> LoadedModel:
+    """Compose and write a self-describing model directory to `out`."""
+    loaded = compose(spec)
+    composed_from = {
+        "encoder": spec.encoder,
+        "decoder": spec.decoder,
+        "encoder_options": spec.encoder_options,
+        "decoder_options": spec.decoder_options,
+        "extensions": {k: v for k, v in spec.extensions.items() if k != "ctc_vocab"},
+    }
+    loaded.path = save_model_dir(out, loaded.model, loaded.tokenizer, loaded.feature_extractor, composed_from)
+    return loaded

@@ -1,0 +1,181 @@
+"""Loading the two pretrained halves: hub IDs or local dirs, config-only dirs, encoders of seq2seq checkpoints.
+
+Keeps the reference's behaviour where it is right and fixes where it is not: decoders whose
+transformers-5 configs lack `is_decoder` (GPT-2, Llama), encoders that are halves of encoder-decoder
+checkpoints (Whisper, Speech2Text), and decoders that silently have no cross-attention.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+logger = logging.getLogger("speeched")
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+CROSS_ATTENTION_NAMES = ("crossattention", "cross_attn", "encoder_attn", "cross_attention")
+
+
+class HalfLoadError(ValueError):
+    """A pretrained half could not be found or built; the message says what to do."""
+
+
+@dataclass
+class HalfLoadInfo:
+    """Where a half's parameters came from (the preflight's load report reads this)."""
+
+    source: str
+    random_init: bool
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+
+
+def is_config_only_dir(path: str) -> bool:
+    """A local directory with a config.json and no weights: build a randomly initialised half from it."""
+    return (
+        os.path.isdir(path)
+        and os.path.isfile(os.path.join(path, "config.json"))
+        and not any(os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES)
+    )
+
+
+def _offline_hint(name: str, err: Exception) -> HalfLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    where = (
+        "no network (HF_HUB_OFFLINE is set)"
+        if offline
+        else "the hub could not be reached or has no such repo"
+    )
+    return HalfLoadError(
+        f"{name!r} was not found locally and {where}: pass a local directory (a folder with config.json and "
+        f"model.safetensors, or just a config.json for random init). Original error: {type(err).__name__}: {err}"
+    )
+
+
+def load_config(
+    name: str, trust_remote_code: bool = False, **overrides: Any
+) -> tuple[PretrainedConfig, dict]:
+    try:
+        return AutoConfig.from_pretrained(
+            name, trust_remote_code=trust_remote_code, return_unused_kwargs=True, **overrides
+        )
+    except OSError as err:
+        raise _offline_hint(name, err) from err
+
+
+def encoder_from_config(config: PretrainedConfig) -> PreTrainedModel:
+    """Build a speech encoder from its config; for encoder-decoder configs (Whisper, Speech2Text) only the encoder.
+
+    The full model is built on the meta device only to discover its encoder class, so no memory is spent
+    on a decoder that is thrown away.
+    """
+    if not getattr(config, "is_encoder_decoder", False):
+        return AutoModel.from_config(config)
+    with torch.device("meta"):
+        full = AutoModel.from_config(config)
+    encoder_cls = type(full.get_encoder())
+    if encoder_cls is type(full):
+        raise HalfLoadError(f"{type(full).__name__} has no separate encoder to take")
+    return encoder_cls(config)
+
+
+def load_encoder(
+    name: str, trust_remote_code: bool = False, **overrides: Any
+) -> tuple[PreTrainedModel, HalfLoadInfo]:
+    """A speech encoder from a hub ID or local dir: plain encoders as they are, seq2seq checkpoints' encoders."""
+    config, unused = load_config(name, trust_remote_code=trust_remote_code, **overrides)
+    if unused:
+        raise HalfLoadError(f"unknown encoder option(s) for {name!r}: {sorted(unused)}")
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        config.is_decoder = False
+        config.add_cross_attention = False
+    if is_config_only_dir(name):
+        logger.warning(
+            "RANDOM INIT: %s holds only a config.json; the encoder's weights are randomly initialised.", name
+        )
+        return encoder_from_config(config), HalfLoadInfo(source=name, random_init=True)
+    try:
+        model, info = AutoModel.from_pretrained(
+            name, config=config, trust_remote_code=trust_remote_code, output_loading_info=True
+        )
+    except OSError as err:
+        raise _offline_hint(name, err) from err
+    if getattr(config, "is_encoder_decoder", False):
+        # Missing/unexpected keys of the full model are about the discarded decoder too; keep the encoder's.
+        model = model.get_encoder()
+    return model, HalfLoadInfo(
+        source=name,
+        random_init=False,
+        missing_keys=list(info.get("missing_keys", [])),
+        unexpected_keys=list(info.get("unexpected_keys", [])),
+    )
+
+
+def has_cross_attention(decoder: nn.Module) -> bool:
+    """True when the decoder really contains cross-attention layers (a config flag alone is not proof:
+    Llama accepts `add_cross_attention=True` and then silently ignores the encoder)."""
+    return any(any(k in name.lower() for k in CROSS_ATTENTION_NAMES) for name, _ in decoder.named_modules())
+
+
+def require_cross_attention(decoder: nn.Module) -> None:
+    if not has_cross_attention(decoder):
+        raise ValueError(
+            f"The decoder {type(decoder).__name__} has no cross-attention layers, so it cannot attend to the "
+            "speech encoder: with coupling='cross_attention' the audio would be silently ignored. Use a decoder "
+            "that supports `add_cross_attention=True` (BERT, RoBERTa, GPT-2, the decoders of BART/mBART/Marian), "
+            "or compose with coupling='prefix' to feed the speech as a prefix of a decoder-only LLM."
+        )
+
+
+def prepare_decoder_config(config: PretrainedConfig, coupling: str) -> PretrainedConfig:
+    if coupling == "cross_attention":
+        config.is_decoder = True
+        config.add_cross_attention = True
+    else:
+        config.add_cross_attention = False
+        if hasattr(config, "is_decoder"):
+            config.is_decoder = True
+    return config
+
+
+def load_decoder(
+    name: str, coupling: str = "cross_attention", trust_remote_code: bool = False, **overrides: Any
+) -> tuple[PreTrainedModel, HalfLoadInfo]:
+    """A causal-LM decoder; with cross-attention coupling its cross-attention layers are added (random init)."""
+    config, unused = load_config(name, trust_remote_code=trust_remote_code, **overrides)
+    if unused:
+        raise HalfLoadError(f"unknown decoder option(s) for {name!r}: {sorted(unused)}")
+    config = prepare_decoder_config(config, coupling)
+    if is_config_only_dir(name):
+        logger.warning(
+            "RANDOM INIT: %s holds only a config.json; the decoder's weights are randomly initialised.", name
+        )
+        decoder = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        info = HalfLoadInfo(source=name, random_init=True)
+    else:
+        try:
+            decoder, loading = AutoModelForCausalLM.from_pretrained(
+                name, config=config, trust_remote_code=trust_remote_code, output_loading_info=True
+            )
+        except OSError as err:
+            raise _offline_hint(name, err) from err
+        info = HalfLoadInfo(
+            source=name,
+            random_init=False,
+            missing_keys=list(loading.get("missing_keys", [])),
+            unexpected_keys=list(loading.get("unexpected_keys", [])),
+        )
+    if coupling == "cross_attention":
+        require_cross_attention(decoder)
+    return decoder, info
