@@ -537,7 +537,21 @@ def token_cross_entropy(
     return ce, (flat_labels != -100).sum()
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+)
+
+
 def _try_load_tokenizer(name: str, trust_remote_code: bool):
+    import os
+
+    if os.path.isdir(name) and not any(os.path.exists(os.path.join(name, f)) for f in TOKENIZER_FILES):
+        return None  # AutoTokenizer would build an empty tokenizer whose ids are all 0
     try:
         from transformers import AutoTokenizer
 

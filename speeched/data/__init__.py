@@ -1,0 +1,1 @@
+"""Audio data: sources (manifests, audiofolder, datasets), decoding, checks, batching, synthesis."""

@@ -1,0 +1,127 @@
+"""Turn a list of dataset items into model inputs + labels, for any Hugging Face speech feature extractor.
+
+The input kind is read from the extractor itself (`model_input_names[0]`): `input_values` for raw-waveform
+encoders (wav2vec2, HuBERT, ...) and `input_features` for log-mel encoders (Speech2Text, Whisper, ...).
+Extractors with a fixed window (`n_samples`, e.g. Whisper's 30 s) are padded to it because their
+encoders require it; everything else is padded to the longest item in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from speeched.data.records import Utterance
+
+IGNORE_INDEX = -100
+
+
+class SpeechCollator:
+    """Batch {"array", "utterance", ...} items into `input_values|input_features`, masks and labels.
+
+    labels = decoder_prefix(utt) + tokenizer(target, add_special_tokens=False) + [eos_token_id], padded with
+    -100 (never with pad/eos: where pad == eos, padding with it would hide the real final EOS).
+    Also returns `ids`, `audio_seconds` (float, unpadded total) and `num_target_tokens` (non-ignored labels)
+    for logging and per-token loss normalisation.
+    """
+
+    def __init__(
+        self,
+        feature_extractor: Any,
+        tokenizer: Any,
+        task: str = "asr",
+        eos_token_id: int | None = None,
+        decoder_prefix: Callable[[Utterance], list[int]] | None = None,
+        normalize_target: Callable[[str], str] | None = None,
+        max_target_tokens: int | None = None,
+    ) -> None:
+        if task not in ("asr", "st"):
+            raise ValueError(f"task must be 'asr' or 'st', got {task!r}")
+        self.fe = feature_extractor
+        self.tokenizer = tokenizer
+        self.task = task
+        if eos_token_id is None:
+            eos_token_id = (
+                tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+            )
+        if eos_token_id is None:
+            raise ValueError(
+                f"{type(tokenizer).__name__} has neither eos_token_id nor sep_token_id; pass eos_token_id="
+            )
+        self.eos_token_id = int(eos_token_id)
+        self.decoder_prefix = decoder_prefix
+        self.normalize_target = normalize_target
+        self.max_target_tokens = max_target_tokens
+        names = list(getattr(feature_extractor, "model_input_names", []) or [])
+        if not names or names[0] not in ("input_values", "input_features"):
+            raise ValueError(
+                f"{type(feature_extractor).__name__}.model_input_names = {names}: expected 'input_values' "
+                "(waveform encoder) or 'input_features' (log-mel encoder) first"
+            )
+        self.input_name = names[0]
+        self.sampling_rate = int(feature_extractor.sampling_rate)
+        # Attention mask only where the extractor/model expects one (wav2vec2 "base" models with
+        # group-norm are trained without it and get worse with one).
+        self.return_attention_mask = "attention_mask" in names and bool(
+            getattr(feature_extractor, "return_attention_mask", True)
+        )
+        self.fixed_window = getattr(feature_extractor, "n_samples", None)
+
+    def targets(self, utts: list[Utterance]) -> list[str]:
+        out = []
+        for u in utts:
+            t = u.target(self.task)
+            if t is None:
+                raise ValueError(
+                    f"{u.origin or u.id}: no {'translation' if self.task == 'st' else 'text'} for task {self.task!r}; "
+                    "set columns.translation in the recipe or filter the utterance out"
+                )
+            out.append(self.normalize_target(t) if self.normalize_target else t)
+        return out
+
+    def labels(self, utts: list[Utterance]) -> tuple[torch.Tensor, int]:
+        texts = self.targets(utts)
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        seqs = []
+        for u, t in zip(utts, ids, strict=True):
+            prefix = list(self.decoder_prefix(u)) if self.decoder_prefix else []
+            body = list(t)
+            if self.max_target_tokens is not None:
+                body = body[: max(0, self.max_target_tokens - len(prefix) - 1)]
+            seqs.append(prefix + body + [self.eos_token_id])
+        width = max(len(s) for s in seqs)
+        labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            labels[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        return labels, sum(len(s) for s in seqs)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("SpeechCollator got an empty batch")
+        arrays = []
+        for it in items:
+            sr = it.get("sampling_rate", self.sampling_rate)
+            if sr != self.sampling_rate:
+                raise ValueError(
+                    f"{it.get('id')}: audio at {sr} Hz but the feature extractor expects {self.sampling_rate} Hz; "
+                    "build SpeechDataset with sampling_rate=feature_extractor.sampling_rate"
+                )
+            arrays.append(np.asarray(it["array"], dtype=np.float32))
+        kwargs: dict[str, Any] = {"sampling_rate": self.sampling_rate, "return_tensors": "pt"}
+        if self.fixed_window:
+            kwargs.update(padding="max_length", max_length=int(self.fixed_window), truncation=True)
+        else:
+            kwargs["padding"] = "longest"
+        kwargs["return_attention_mask"] = self.return_attention_mask
+        feats = self.fe(arrays, **kwargs)
+        batch: dict[str, Any] = {self.input_name: feats[self.input_name]}
+        if self.return_attention_mask and "attention_mask" in feats:
+            batch["attention_mask"] = feats["attention_mask"]
+        utts = [it["utterance"] for it in items]
+        batch["labels"], batch["num_target_tokens"] = self.labels(utts)
+        batch["ids"] = [it["id"] for it in items]
+        batch["audio_seconds"] = float(sum(len(a) for a in arrays) / self.sampling_rate)
+        return batch

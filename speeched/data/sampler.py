@@ -1,0 +1,199 @@
+"""Duration-bucketed batch sampler: little padding, fresh batches every epoch, exact mid-epoch resume.
+
+Why our own and not lhotse's DynamicBucketingSampler (the reference design): lhotse wants its own
+CutSet records and a heavy dependency, while we only need a list of durations. This sampler keeps the
+two properties that matter: (1) batches are cut from a duration-sorted order, so each batch holds
+utterances of nearly the same length (padding ≈ 1%), and (2) the order is re-randomised every epoch: the
+sort key is the log-duration plus seeded noise (`jitter`), which swaps near-equal utterances between
+neighbouring batches, the packing starts at a random offset, and the batch order is shuffled.
+Everything is a pure function of (seed, epoch), so every rank computes the same global batch list
+without communication, and resuming only needs the number of batches already taken.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Explicit args, then env RANK/WORLD_SIZE (torchrun/accelerate), then torch.distributed, else 0/1."""
+    if world_size is None and "WORLD_SIZE" in os.environ:
+        world_size = int(os.environ["WORLD_SIZE"])
+        rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    if world_size is None:
+        try:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                world_size, rank = dist.get_world_size(), dist.get_rank() if rank is None else rank
+        except ImportError:  # pragma: no cover
+            pass
+    world_size = world_size or 1
+    rank = rank or 0
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    return rank, world_size
+
+
+class DurationBucketSampler:
+    """Yield lists of dataset indices whose audio adds up to at most `max_duration` seconds.
+
+    Multi-GPU: every rank builds the same global batch list and takes batches `rank::world_size`. To
+    give every rank the same number of batches, the list is padded by repeating its first batches (so
+    a few utterances are seen twice in that epoch) unless `drop_last`, which instead drops the last
+    incomplete round. Call `set_epoch(e)` before each epoch, like `DistributedSampler`.
+    `state_dict()`/`load_state_dict()` resume mid-epoch with the identical remaining batches.
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        max_duration: float | None = 120.0,
+        max_batch_size: int | None = None,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        jitter: float = 0.01,
+        rank: int | None = None,
+        world_size: int | None = None,
+        num_buckets: int | None = None,
+    ) -> None:
+        if max_duration is None and max_batch_size is None:
+            raise ValueError("set max_duration (seconds per batch) and/or max_batch_size")
+        d = np.asarray(durations, dtype=np.float64)
+        if d.ndim != 1 or len(d) == 0:
+            raise ValueError("durations must be a non-empty list of seconds (run scan() to fill them)")
+        if not np.isfinite(d).all() or (d <= 0).any():
+            bad = int(np.flatnonzero(~np.isfinite(d) | (d <= 0))[0])
+            raise ValueError(f"duration[{bad}] = {d[bad]!r}: every utterance needs a positive duration")
+        self.durations = d
+        self.max_duration = max_duration
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.jitter = jitter
+        # num_buckets is accepted for Batching-config compatibility: a sorted order is the limit of
+        # infinitely many buckets, and `jitter` controls the randomness that coarse buckets would give.
+        self.num_buckets = num_buckets
+        self.rank, self.world_size = _resolve_world(rank, world_size)
+        self.epoch = 0
+        self._skip = 0  # batches of this rank's list already consumed (resume)
+        self._yielded = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    # ---- batch construction -------------------------------------------------------------------
+    def _pack(self, order: np.ndarray, first_fill: float = 1.0) -> list[list[int]]:
+        """Greedy packing of `order`; the first batch gets only `first_fill` of the limits."""
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        total = 0.0
+        full_cap = self.max_duration if self.max_duration is not None else math.inf
+        full_size = self.max_batch_size or math.inf
+        cap = full_cap * first_fill
+        size_cap = full_size if math.isinf(full_size) else max(1, math.ceil(full_size * first_fill))
+        for i in order.tolist():
+            d = self.durations[i]
+            if cur and (total + d > cap or len(cur) >= size_cap):
+                cap, size_cap = full_cap, full_size
+                batches.append(cur)
+                cur, total = [], 0.0
+            cur.append(i)
+            total += d
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        """All batches of `epoch` for all ranks, in the order they are dealt out."""
+        epoch = self.epoch if epoch is None else epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        key = np.log(self.durations)
+        if self.shuffle and self.jitter > 0:
+            key = key + rng.uniform(-self.jitter, self.jitter, size=len(key))
+        order = np.argsort(key, kind="stable")
+        if self.shuffle and len(order) > 1:
+            # A random-size first batch moves every batch boundary each epoch (costs one small batch).
+            batches = self._pack(order, first_fill=float(rng.uniform(0.05, 1.0)))
+            perm = rng.permutation(len(batches))
+            batches = [batches[j] for j in perm]
+        else:
+            batches = self._pack(order)
+        if self.world_size > 1:
+            rem = len(batches) % self.world_size
+            if rem and self.drop_last:
+                batches = batches[: len(batches) - rem]
+            elif rem:
+                need = self.world_size - rem
+                batches = batches + [batches[j % len(batches)] for j in range(need)]
+        elif self.drop_last and self.max_batch_size and len(batches[-1]) < self.max_batch_size:
+            batches = batches[:-1]
+        return batches
+
+    def _rank_batches(self) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, self.global_batches()[self.rank :: self.world_size])
+        return self._cache[1]
+
+    # ---- Sampler protocol ---------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for `epoch`; a pending resume for this same epoch is kept."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self._skip = 0
+            self._yielded = 0
+
+    def __len__(self) -> int:
+        return len(self._rank_batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._rank_batches()
+        start, self._skip = self._skip, 0
+        self._yielded = start
+        for b in batches[start:]:
+            self._yielded += 1
+            yield list(b)
+
+    # ---- resume -------------------------------------------------------------------------------
+    def state_dict(self, batches_consumed: int | None = None) -> dict[str, Any]:
+        """Where this epoch stands. With DataLoader prefetching the sampler runs ahead of training:
+        pass the number of batches the training loop actually consumed this epoch as `batches_consumed`."""
+        return {
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "batches_yielded": self._yielded if batches_consumed is None else batches_consumed,
+            "world_size": self.world_size,
+            "num_utterances": len(self.durations),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next `__iter__` yields exactly the batches not yet taken in `state['epoch']`."""
+        if state["world_size"] != self.world_size:
+            raise ValueError(
+                f"sampler state was saved with world_size={state['world_size']} but this run has "
+                f"{self.world_size}; resume on the same number of processes (or restart the epoch)"
+            )
+        if state.get("num_utterances", len(self.durations)) != len(self.durations):
+            raise ValueError(
+                f"sampler state is for {state['num_utterances']} utterances, this data has {len(self.durations)}; "
+                "the training data changed since the checkpoint"
+            )
+        self.epoch, self.seed = int(state["epoch"]), int(state["seed"])
+        self._skip = self._yielded = int(state["batches_yielded"])
+        self._cache = None
+
+
+def padding_fraction(batches: Sequence[Sequence[int]], durations: Sequence[float]) -> float:
+    """Share of padded audio: sum over batches of (len(b) * max - sum) / total padded size."""
+    d = np.asarray(durations, dtype=np.float64)
+    padded = real = 0.0
+    for b in batches:
+        x = d[list(b)]
+        padded += len(x) * x.max()
+        real += x.sum()
+    return 0.0 if padded == 0 else (padded - real) / padded

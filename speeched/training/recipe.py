@@ -1,0 +1,781 @@
+"""The training recipe: one pydantic schema (defaults and docs live here, once) and its loader.
+
+`load_recipe` reports *every* problem at once, each with its key path, line in the file, the bad
+value, what is expected and a "did you mean" for typos, before anything heavy is imported (no torch
+here): a typo must cost a second, not a model download. `docs/recipe-reference.md` is generated from
+this schema by `schema_markdown()` (`python -m speeched.training.recipe > docs/recipe-reference.md`).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+import re
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from speeched.data.config import Batching, DataSource, StrictModel
+from speeched.training.overrides import (
+    KeyPath,
+    Problem,
+    apply_override,
+    format_path,
+    load_yaml_with_lines,
+    parse_override,
+)
+
+TASK_METRICS: dict[str, tuple[str, ...]] = {"asr": ("wer", "cer"), "st": ("bleu", "chrf")}
+LOWER_IS_BETTER = {"wer": True, "cer": True, "loss": True, "bleu": False, "chrf": False}
+DEFAULT_NORMALIZER = {"asr": "basic", "st": "none"}
+
+
+class RecipeError(ValueError):
+    """Everything wrong with a recipe, one problem per line (key path, line, value, expectation)."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        n = len(problems)
+        head = f"{source}: {n} problem{'s' if n != 1 else ''} in the recipe:"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in problems)]))
+
+
+def _rules(problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    """Raise several cross-field problems as one pydantic error; `RecipeError` splits them per key again."""
+    if problems:
+        detail = "; ".join(f"{format_path(p)}: {m}" for p, m in problems)
+        raise PydanticCustomError("recipe_rules", "{detail}", {"detail": detail, "problems": problems})
+
+
+# --------------------------------------------------------------------------------------------- schema
+
+
+class ModelConfig(StrictModel):
+    """Which model to train: a directory made by `speeched init`, or an encoder + decoder composed now.
+
+    Architecture keys left null keep the model directory's setting (or, when composing, the
+    reference architecture: cross-attention, no adaptor, projector only when widths differ).
+    """
+
+    path: str | None = Field(
+        None, description="model directory made by `speeched init` (relative to the recipe)"
+    )
+    encoder: str | None = Field(
+        None, description="pretrained speech encoder to compose with `decoder`: hub ID or dir"
+    )
+    decoder: str | None = Field(
+        None, description="pretrained text decoder to compose with `encoder`: hub ID or dir"
+    )
+    encoder_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="encoder config overrides when composing, e.g. {mask_time_prob: 0.05}",
+    )
+    decoder_options: dict[str, Any] = Field(
+        default_factory=dict, description="decoder config overrides when composing"
+    )
+    tokenizer: str | None = Field(
+        None, description="tokenizer to use instead of the decoder's (when composing)"
+    )
+    feature_extractor: str | None = Field(
+        None, description="feature extractor to use instead of the encoder's (when composing)"
+    )
+    coupling: Literal["cross_attention", "prefix"] | None = Field(
+        None,
+        description="cross_attention: decoder attends to speech; prefix: speech frames prepended to an LLM",
+    )
+    adaptor_layers: int | None = Field(
+        None, ge=0, description="strided conv layers shrinking the encoder output"
+    )
+    adaptor_stride: int | None = Field(
+        None, ge=1, description="stride of each adaptor layer (model default 2)"
+    )
+    projector: Literal["linear", "mlp"] | None = Field(None, description="encoder-to-decoder width projector")
+    layer_weighting: bool | None = Field(None, description="learned softmax weights over all encoder layers")
+    ctc_weight: float = Field(0.0, ge=0, lt=1, description="λ in loss = (1-λ)·CE + λ·CTC; 0 = no CTC head")
+    decoder_layers: int | None = Field(
+        None, ge=1, description="keep only the first N decoder layers; null = all"
+    )
+    trust_remote_code: bool = Field(False, description="allow hub models that ship their own Python code")
+    prompt: str | None = Field(None, description="text prompt after the speech prefix (prefix coupling)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        composing = self.encoder is not None or self.decoder is not None
+        if self.path is not None and composing:
+            problems.append((("path",), "give either `path` or `encoder` + `decoder`, not both"))
+        elif self.path is None and not composing:
+            problems.append(
+                (("path",), "missing: give `path` (a `speeched init` dir) or `encoder` + `decoder`")
+            )
+        elif composing:
+            for key in ("encoder", "decoder"):
+                if getattr(self, key) is None:
+                    problems.append(((key,), "missing: `encoder` and `decoder` are composed together"))
+        if self.path is not None:
+            for key in ("encoder_options", "decoder_options", "tokenizer", "feature_extractor"):
+                if key in self.model_fields_set and getattr(self, key):
+                    problems.append(((key,), "only applies when composing from `encoder` + `decoder`"))
+        _rules(problems)
+        return self
+
+
+class DataConfig(StrictModel):
+    """Training and dev data, batching and target text clean-up."""
+
+    train: list[DataSource] = Field(
+        min_length=1, description="one or more sources; several are mixed by their `weight`"
+    )
+    dev: list[DataSource] = Field(
+        default_factory=list,
+        description="named dev sets, each scored separately (name defaults to file stem)",
+    )
+    batching: Batching = Field(default_factory=Batching, description="duration-bucketed batching")
+    target_normalization: Literal["none", "lowercase", "strip_punctuation"] | list[tuple[str, str]] = Field(
+        "none", description="applied to training targets: a preset or a list of [regex, replacement] rules"
+    )
+    on_bad_audio: Literal["skip", "error"] = Field(
+        "skip", description="unreadable audio: count and skip, or stop"
+    )
+    feature_cache: bool = Field(False, description="cache extracted features on disk between epochs")
+
+    @field_validator("target_normalization")
+    @classmethod
+    def _regexes_compile(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for i, (pattern, _) in enumerate(value):
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(
+                        f"rule {i}: {pattern!r} is not a valid regular expression ({err})"
+                    ) from err
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> DataConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for split in ("train", "dev"):
+            seen: dict[str, int] = {}
+            for i, src in enumerate(getattr(self, split)):
+                if src.name is None:
+                    src.name = Path(src.path.rstrip("/\\")).stem or src.path
+                if src.name in seen:
+                    problems.append(
+                        (
+                            (split, i, "name"),
+                            f"name {src.name!r} is also used by {split}.{seen[src.name]}: "
+                            "give each source a distinct `name`",
+                        )
+                    )
+                seen.setdefault(src.name, i)
+        _rules(problems)
+        return self
+
+
+class OptimConfig(StrictModel):
+    """Optimizer and learning-rate schedule, with separate rates for new and pretrained parts."""
+
+    optimizer: Literal["adamw", "adam", "sgd"] = Field("adamw", description="torch optimizer")
+    lr: float = Field(1e-4, gt=0, description="peak learning rate (after warmup)")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled for adamw, L2 for adam/sgd")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas, each in [0, 1)")
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon")
+    scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup from 0 (optimizer steps)")
+    lr_new: float | None = Field(
+        None, gt=0, description="new parts (projector, adaptor, cross-attention, CTC head); null = lr"
+    )
+    lr_encoder: float | None = Field(None, gt=0, description="pretrained encoder; null = lr")
+    lr_decoder: float | None = Field(None, gt=0, description="pretrained decoder; null = lr")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError(f"each beta must be in [0, 1), got {list(value)}")
+        return value
+
+    def group_lrs(self) -> dict[str, float]:
+        """Learning rate per parameter group ("new", "encoder", "decoder"), nulls resolved to `lr`."""
+        return {
+            "new": self.lr_new if self.lr_new is not None else self.lr,
+            "encoder": self.lr_encoder if self.lr_encoder is not None else self.lr,
+            "decoder": self.lr_decoder if self.lr_decoder is not None else self.lr,
+        }
+
+
+class TrainConfig(StrictModel):
+    """How long and how to train. Set exactly one of `max_steps` and `epochs`."""
+
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps to train for")
+    epochs: float | None = Field(None, gt=0, description="passes over the training data (fractions allowed)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping; null = off")
+    precision: Literal["no", "fp16", "bf16", "auto"] = Field(
+        "auto", description="mixed precision; auto = bf16 where supported, else fp16 on GPU, else no"
+    )
+    seed: int = Field(42, description="seeds python, numpy and torch; also fixes the data order")
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
+    freeze_feature_encoder: Literal["always", "never"] = Field(
+        "always", description="the CNN feature encoder of wav2vec2-style encoders"
+    )
+    freeze_encoder_steps: int = Field(
+        0, ge=0, description="keep the whole encoder frozen for the first N steps"
+    )
+    max_consecutive_nonfinite: int = Field(
+        10, ge=1, description="stop after this many consecutive steps with NaN/inf loss (each one is skipped)"
+    )
+    log_every: int = Field(10, ge=1, description="log train loss and lr every N optimizer steps")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if (self.max_steps is None) == (self.epochs is None):
+            which = "both are set" if self.max_steps is not None else "neither is set"
+            _rules([(("max_steps",), f"set exactly one of `max_steps` and `epochs` ({which})")])
+        return self
+
+
+class LoraConfig(StrictModel):
+    """LoRA adapters (used when `finetune.method: lora`)."""
+
+    r: int = Field(16, ge=1, description="rank")
+    alpha: float = Field(32.0, gt=0, description="scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] | None = Field(
+        None, description="module name patterns; null = the attention projections of the chosen part"
+    )
+    apply_to: Literal["decoder", "encoder", "both"] = Field("decoder", description="which pretrained part")
+    merge_on_export: bool = Field(True, description="merge adapters into the weights of the exported model")
+
+
+class FinetuneConfig(StrictModel):
+    """Which parameters train."""
+
+    method: Literal["full", "lna", "lora", "freeze_encoder"] = Field(
+        "full",
+        description="lna = only LayerNorm + attention (+ new parts) train; freeze_encoder = encoder fixed",
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings")
+
+    @model_validator(mode="after")
+    def _lora_needs_method(self) -> FinetuneConfig:
+        if self.method != "lora" and self.lora != LoraConfig():
+            _rules(
+                [(("lora",), f"LoRA settings are given but `method` is {self.method!r}; set method: lora")]
+            )
+        return self
+
+
+class EvalConfig(StrictModel):
+    """Dev-set evaluation with generate() during training."""
+
+    every_steps: int | None = Field(
+        500, ge=1, description="evaluate every N optimizer steps; null = only at the end"
+    )
+    metrics: list[Literal["wer", "cer", "bleu", "chrf"]] | None = Field(
+        None, min_length=1, description="null = task default: asr [wer, cer], st [bleu, chrf]"
+    )
+    num_beams: int = Field(1, ge=1, description="beam size (1 = greedy, fastest)")
+    max_new_tokens: int = Field(128, ge=1, description="generation length limit")
+    max_duration: float = Field(120.0, gt=0, description="seconds of audio per evaluation batch")
+    normalizer: Literal["english", "basic", "none"] | None = Field(
+        None, description="text normalization before scoring; null = asr basic, st none"
+    )
+    limit: int | None = Field(None, ge=1, description="score only the first N utterances of each dev set")
+
+
+class CheckpointConfig(StrictModel):
+    """When checkpoints are written and which are kept."""
+
+    every_steps: int = Field(500, ge=1, description="save every N optimizer steps (and at the end)")
+    keep_last: int = Field(3, ge=1, description="keep the newest N checkpoints (the best one is always kept)")
+    best_metric: str | None = Field(
+        None, description="dev metric picking the best checkpoint; null = first metric"
+    )
+    best_mode: Literal["min", "max"] | None = Field(
+        None, description="null = min for wer/cer/loss, max for bleu/chrf"
+    )
+    average_last: int = Field(0, ge=0, description="at the end, average the last N checkpoints (0 = off)")
+
+
+class LogConfig(StrictModel):
+    """Experiment tracking. `metrics.jsonl` in the output dir is always written."""
+
+    trackers: list[Literal["tensorboard", "csv", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["csv"], description="extra trackers (accelerate's, plus csv)"
+    )
+    plots: bool = Field(True, description="write loss/lr/metric PNGs to <output_dir>/plots")
+
+
+class Recipe(StrictModel):
+    """A complete training recipe (YAML). Unknown keys are errors."""
+
+    task: Literal["asr", "st"] = Field(description="asr: speech -> transcript; st: speech -> translation")
+    model: ModelConfig = Field(description="what to train")
+    data: DataConfig = Field(description="what to train on")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="optimizer and schedule")
+    train: TrainConfig = Field(description="training length and mechanics")
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="which parameters train")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation during training")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing")
+    log: LogConfig = Field(default_factory=LogConfig, description="logging and plots")
+    output_dir: str | None = Field(
+        None,
+        description="run directory, relative to the current directory; null = runs/RECIPE_STEM (the file name without .yaml)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        allowed = TASK_METRICS[self.task]
+        if self.eval.metrics is None:
+            self.eval.metrics = list(allowed)
+        if self.eval.normalizer is None:
+            self.eval.normalizer = DEFAULT_NORMALIZER[self.task]
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        wrong = [m for m in self.eval.metrics if m not in allowed]
+        if wrong:
+            problems.append(
+                (("eval", "metrics"), f"{wrong} do not score task {self.task!r}; use some of {list(allowed)}")
+            )
+        ck = self.checkpoint
+        if ck.best_metric is None:
+            ck.best_metric = self.eval.metrics[0]
+        if ck.best_metric not in [*self.eval.metrics, "loss"]:
+            problems.append(
+                (
+                    ("checkpoint", "best_metric"),
+                    f"{ck.best_metric!r} is not computed: choose one of {[*self.eval.metrics, 'loss']}",
+                )
+            )
+        elif ck.best_mode is None:
+            ck.best_mode = "min" if LOWER_IS_BETTER[ck.best_metric] else "max"
+        elif ck.best_mode != ("min" if LOWER_IS_BETTER[ck.best_metric] else "max"):
+            problems.append(
+                (("checkpoint", "best_mode"), f"{ck.best_mode!r} picks the worst {ck.best_metric} checkpoint")
+            )
+        if ck.average_last > ck.keep_last:
+            problems.append(
+                (
+                    ("checkpoint", "average_last"),
+                    f"{ck.average_last} > keep_last={ck.keep_last}: older checkpoints are deleted before averaging",
+                )
+            )
+        if self.task == "st":
+            for split in ("train", "dev"):
+                for i, src in enumerate(getattr(self.data, split)):
+                    if src.columns.translation == src.columns.text:
+                        problems.append(
+                            (
+                                ("data", split, i, "columns", "translation"),
+                                "speech translation needs a target column distinct from the transcript (columns.text)",
+                            )
+                        )
+        if self.finetune.method == "freeze_encoder":
+            if self.train.freeze_encoder_steps:
+                problems.append(
+                    (
+                        ("train", "freeze_encoder_steps"),
+                        "the encoder is always frozen with finetune.method "
+                        "freeze_encoder: remove this or use method full",
+                    )
+                )
+            if self.optim.lr_encoder is not None:
+                problems.append((("optim", "lr_encoder"), "has no effect: finetune.method freeze_encoder"))
+        _rules(problems)
+        return self
+
+    def to_yaml(self) -> str:
+        """The fully resolved recipe (absolute paths, defaults filled), e.g. to copy into a checkpoint."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
+    """The schema class that describes the mapping at `path` (for "did you mean" suggestions)."""
+    cls: Any = Recipe
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        cls = _inner_model(cls.model_fields[part].annotation)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _data_path(loc: Sequence[Any], data: Any) -> KeyPath:
+    """Turn a pydantic error location into a key path of the data, dropping union-member tags."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if (
+            isinstance(node, dict)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and 0 <= part < len(node)
+        ):
+            node = node[part]
+            out.append(part)
+        elif i == len(loc) - 1 and isinstance(part, str) and isinstance(node, dict):
+            out.append(part)  # a missing key
+    return tuple(out)
+
+
+def _problems_from_validation(err: ValidationError, data: Any) -> list[Problem]:
+    grouped: dict[KeyPath, Problem] = {}
+    for e in err.errors(include_url=False):
+        path = _data_path(e["loc"], data)
+        kind, ctx = e["type"], e.get("ctx") or {}
+        if kind == "recipe_rules":
+            for sub, msg in ctx["problems"]:
+                full = (*path, *sub)
+                grouped[full] = Problem(full, msg)
+            continue
+        if kind == "extra_forbidden":
+            key = str(path[-1]) if path else "?"
+            cls = _model_at(path[:-1])
+            allowed = list(cls.model_fields) if cls else []
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed keys here: {', '.join(allowed)}"
+            msg = f"unknown key {key!r}; {hint}"
+            grouped[path] = Problem(path, msg)
+            continue
+        if kind == "missing":
+            grouped[path] = Problem(path, "required key is missing")
+            continue
+        msg = e["msg"]
+        if kind == "literal_error":
+            choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+            msg = f"expected one of {', '.join(repr(c) for c in choices)}"
+            close = difflib.get_close_matches(str(e["input"]), choices, n=1, cutoff=0.6)
+            if close:
+                msg += f"; did you mean {close[0]!r}?"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        else:
+            msg = "expected " + re.sub(r"^Input should be (a valid )?", "", msg)
+            msg = re.sub(r"dictionary or instance of \w+", "mapping", msg)
+        if path in grouped and grouped[path].has_value:
+            grouped[path].message += f", or {msg.removeprefix('expected ')}"
+        else:
+            grouped[path] = Problem(path, msg, e["input"], has_value=True)
+    return list(grouped.values())
+
+
+def _render_all(
+    problems: list[Problem], lines: dict[KeyPath, int], overridden: dict[KeyPath, str]
+) -> list[str]:
+    """One line per problem, in file order (`--set` problems last)."""
+    located = [(_where(p.path, lines, overridden), p) for p in problems]
+    located.sort(key=lambda item: item[0][0])
+    return [_render(p, where) for (_, where), p in located]
+
+
+def _where(path: KeyPath, lines: dict[KeyPath, int], overridden: dict[KeyPath, str]) -> tuple[float, str]:
+    """(sort key, "line 12" or "from --set ...") for the nearest located ancestor of `path`."""
+    for key, item in overridden.items():
+        if path and key[: len(path)] == path:  # e.g. an unknown section created by --set
+            return float("inf"), f"from --set {item}"
+    for n in range(len(path), -1, -1):
+        prefix = path[:n]
+        if prefix in overridden:
+            return float("inf"), f"from --set {overridden[prefix]}"
+        if prefix in lines:
+            return lines[prefix], f"line {lines[prefix]}"
+    return 0, ""
+
+
+def _render(problem: Problem, where: str) -> str:
+    got = f": got {_show(problem.value)}" if problem.has_value else ""
+    place = f" ({where})" if where else ""
+    if not problem.path:
+        return problem.message
+    return f"{format_path(problem.path)}{place}{got}: {problem.message}"
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _resolve_paths(
+    data: dict[str, Any], recipe_dir: Path, overridden: dict[KeyPath, str], check: bool
+) -> list[Problem]:
+    """Make local paths absolute (recipe-relative; `--set` values cwd-relative) and report missing ones."""
+    problems: list[Problem] = []
+
+    def base(path: KeyPath) -> Path:
+        over = any(path[:n] in overridden for n in range(len(path) + 1))
+        return Path.cwd() if over else recipe_dir
+
+    def absolute(path: KeyPath, value: str) -> Path:
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (base(path) / p).resolve()
+
+    model = data.get("model")
+    if isinstance(model, dict):
+        if isinstance(model.get("path"), str):
+            key: KeyPath = ("model", "path")
+            raw = model["path"]
+            p = absolute(key, raw)
+            model["path"] = str(p)
+            if check and not p.is_dir():
+                what = "is a file, expected a model directory" if p.exists() else "model directory not found"
+                problems.append(Problem(key, f"{what}: {p} (make it with `speeched init`)", raw, True))
+        for name in ("encoder", "decoder", "tokenizer", "feature_extractor"):
+            value = model.get(name)
+            if not isinstance(value, str):
+                continue
+            key = ("model", name)
+            p = absolute(key, value)
+            if p.exists():
+                model[name] = str(p)
+            elif not _HUB_ID.match(value) or value.startswith((".", "~")):
+                model[name] = str(p)
+                if check:
+                    problems.append(Problem(key, f"local directory not found: {p}", value, True))
+    data_section = data.get("data")
+    if isinstance(data_section, dict):
+        for split in ("train", "dev"):
+            sources = data_section.get(split)
+            if not isinstance(sources, list):
+                continue
+            for i, src in enumerate(sources):
+                if not isinstance(src, dict) or not isinstance(src.get("path"), str):
+                    continue
+                key = ("data", split, i, "path")
+                raw = src["path"]
+                p = absolute(key, raw)
+                if src.get("format") == "datasets" and not p.exists():
+                    continue  # a hub dataset name
+                src["path"] = str(p)
+                if check and not p.exists():
+                    problems.append(Problem(key, f"data file not found: {p}", raw, True))
+    return problems
+
+
+def _peek_columns(path: str, fmt: str) -> list[str] | None:
+    """Column names of a manifest's first record (reads one line), or None when not a manifest file."""
+    if fmt == "auto":
+        from speeched.data.sources import detect_format
+
+        try:
+            fmt = detect_format(path)
+        except ValueError:
+            return None
+    if fmt not in ("jsonl", "csv", "tsv") or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            if fmt == "jsonl":
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    return None
+                return list(record) if isinstance(record, dict) else None
+            return next(csv.reader([line], delimiter="\t" if fmt == "tsv" else ","))
+    return None
+
+
+def _column_problems(recipe: Recipe) -> list[Problem]:
+    """Check the first record of each local manifest has the audio and target columns the task needs."""
+    problems: list[Problem] = []
+    for split in ("train", "dev"):
+        for i, src in enumerate(getattr(recipe.data, split)):
+            columns = _peek_columns(src.path, src.format)
+            if columns is None:
+                continue
+            target = "translation" if recipe.task == "st" else "text"
+            for role in ("audio", target):
+                name = getattr(src.columns, role)
+                if name not in columns:
+                    why = " (speech translation needs a target)" if role == "translation" else ""
+                    problems.append(
+                        Problem(
+                            ("data", split, i, "columns", role),
+                            f"column {name!r} not in the first record of {src.path}{why}; it has "
+                            f"{', '.join(columns)}: set columns.{role} to the right column",
+                            name,
+                            True,
+                        )
+                    )
+    return problems
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_recipe(
+    path: str | os.PathLike[str],
+    overrides: Sequence[str] = (),
+    output_dir: str | os.PathLike[str] | None = None,
+    check_paths: bool = True,
+) -> Recipe:
+    """Read, override, resolve and validate a recipe; raise `RecipeError` listing every problem.
+
+    `overrides` are `key.sub=value` strings (`data.train.0.path=x.jsonl`); values are YAML scalars.
+    Relative paths in the file resolve against the recipe's folder, paths given by `--set` against
+    the current directory. `check_paths=False` skips existence checks (to validate recipes whose
+    data is not there yet).
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise RecipeError(source, [f"cannot read the recipe: {err.strerror or err}"]) from err
+    data, lines, problems = load_yaml_with_lines(text, source)
+    if data is None and not problems:
+        problems.append(Problem((), "the recipe is empty"))
+    elif data is not None and not isinstance(data, dict):
+        problems.append(Problem((), "the recipe must be a mapping of sections (task:, model:, data:, ...)"))
+    if not isinstance(data, dict):
+        raise RecipeError(source, _render_all(problems, lines, {}))
+
+    overridden: dict[KeyPath, str] = {}
+    for item in overrides:
+        try:
+            key, value = parse_override(item)
+            apply_override(data, key, value)
+            overridden[key] = item
+        except ValueError as err:
+            text = str(err)
+            problems.append(Problem((), text if text.startswith("--set") else f"--set {item}: {text}"))
+    if output_dir is not None:
+        data["output_dir"] = str(output_dir)
+        overridden[("output_dir",)] = f"output_dir={output_dir}"
+    if data.get("output_dir") is None:
+        data["output_dir"] = os.path.join("runs", path.stem)
+    if isinstance(data["output_dir"], str):
+        data["output_dir"] = os.path.abspath(os.path.expanduser(data["output_dir"]))
+
+    problems += _resolve_paths(data, path.resolve().parent, overridden, check_paths)
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        problems += _problems_from_validation(err, data)
+    if recipe is not None and check_paths and not problems:
+        problems += _column_problems(recipe)
+    if problems or recipe is None:
+        raise RecipeError(source, _render_all(problems, lines, overridden))
+    return recipe
+
+
+# --------------------------------------------------------------------------------------------- docs
+
+_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
+
+
+def _type_str(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation in _TYPE_NAMES:
+        return _TYPE_NAMES[annotation]
+    if origin is Literal:
+        return " \\| ".join(f"`{json.dumps(a)}`" for a in args)
+    if origin in (Union, types.UnionType):
+        return " \\| ".join(_type_str(a) for a in args)
+    if origin is list:
+        inner = args[0]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return "list of mappings (section below)"
+        return f"list of ({_type_str(inner)})"
+    if origin is tuple:
+        return "[" + ", ".join(_type_str(a) for a in args) + "]"
+    if origin is dict:
+        return "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping (section below)"
+    return "any"
+
+
+def _constraints(field: Any) -> str:
+    marks = []
+    for meta in field.metadata:
+        for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"), ("min_length", "min items")):
+            value = getattr(meta, attr, None)
+            if value is not None:
+                marks.append(f"{sym} {value}")
+    return f" ({', '.join(marks)})" if marks else ""
+
+
+def _default_str(field: Any) -> str:
+    if field.is_required():
+        return "**required**"
+    value = field.default_factory() if field.default_factory is not None else field.default
+    if isinstance(value, BaseModel):
+        return "(section)"
+    return f"`{json.dumps(value)}`"
+
+
+def schema_markdown() -> str:
+    """The recipe reference (docs/recipe-reference.md), generated so it never drifts from the schema."""
+    order: list[type[BaseModel]] = []
+    paths: dict[type[BaseModel], list[str]] = {}
+
+    def visit(cls: type[BaseModel], where: str) -> None:
+        if cls not in paths:
+            order.append(cls)
+            paths[cls] = []
+        paths[cls].append(where)
+        for name, field in cls.model_fields.items():
+            inner = _inner_model(field.annotation)
+            if inner is not None:
+                list_like = get_origin(field.annotation) is list
+                visit(inner, f"{where}.{name}{'[]' if list_like else ''}".lstrip("."))
+
+    visit(Recipe, "")
+    out = [
+        "# Recipe reference",
+        "",
+        "<!-- Generated by speeched.training.recipe.schema_markdown(); do not edit. Regenerate with",
+        "     .venv/bin/python -m speeched.training.recipe > docs/recipe-reference.md -->",
+        "",
+        "A recipe is a YAML file run with `speeched train RECIPE.yaml [--set key.sub=value ...]`.",
+        "Unknown keys are errors. Relative paths resolve against the recipe's folder (paths given with",
+        "`--set`, against the current directory); hub IDs such as `facebook/wav2vec2-base` are left alone.",
+        "",
+    ]
+    for cls in order:
+        title = ", ".join(f"`{p}`" for p in paths[cls] if p) or "Top level"
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out += [f"## {title}", "", doc, "", "| key | type | default | description |", "|---|---|---|---|"]
+        for name, field in cls.model_fields.items():
+            desc = (field.description or "").replace("|", "\\|")
+            out.append(
+                f"| `{name}` | {_type_str(field.annotation)}{_constraints(field)} | {_default_str(field)} | {desc} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(schema_markdown(), end="")
