@@ -122,6 +122,7 @@ class SpeechCollator:
             batch["attention_mask"] = feats["attention_mask"]
         utts = [it["utterance"] for it in items]
         batch["labels"], batch["num_target_tokens"] = self.labels(utts)
+        batch["targets"] = self.targets(utts)  # target texts: the CTC auxiliary loss reads these
         batch["ids"] = [it["id"] for it in items]
         batch["audio_seconds"] = float(sum(len(a) for a in arrays) / self.sampling_rate)
         return batch

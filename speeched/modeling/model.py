@@ -357,6 +357,13 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
             raw_attention_mask=raw_mask,
         )
 
+    def add_ctc_head(self, vocab: list[str]) -> None:
+        """Attach a freshly initialised CTC head (vocabulary saved in the config, so it reloads)."""
+        self.config.ctc_vocab = list(vocab)
+        head = CTCHead(self.encoder_output_dim, len(vocab))
+        ref = next(self.parameters())
+        self.ctc_head = head.to(device=ref.device, dtype=ref.dtype)
+
     def layer_weights(self) -> torch.Tensor | None:
         """The learnt softmax weights over encoder layers (None when layer weighting is off)."""
         return self.layer_weighting.weights().detach() if self.config.layer_weighting else None
