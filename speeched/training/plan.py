@@ -28,9 +28,10 @@ def dry_run(recipe: Any) -> str:
     model = loaded.model
     n = sum(p.numel() for p in model.parameters())
     cfg = model.config
+    ctc = f"on (λ={cfg.ctc_weight:.2f}, {len(cfg.ctc_vocab)} units)" if cfg.ctc_vocab else "off"
     lines += [
         f"model: {cfg.encoder.model_type} encoder + {cfg.decoder.model_type} decoder, {n / 1e6:.1f} M parameters, "
-        f"coupling={cfg.coupling}, ctc={'on (λ=%.2f)' % cfg.ctc_weight if cfg.ctc_vocab else 'off'}",
+        f"coupling={cfg.coupling}, ctc={ctc}",
         f"special tokens: start={cfg.decoder_start_token_id} eos={cfg.eos_token_id} pad={cfg.pad_token_id}",
         f"training audio: {hours:.2f} h; batches of ≤{recipe.data.batching.max_duration} s",
         f"steps: {recipe.train.max_steps or f'{recipe.train.epochs} epochs'}, grad_accum={recipe.train.grad_accum}, "
