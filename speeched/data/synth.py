@@ -5,19 +5,23 @@ use eSpeak voice variants that train never hears, so scores measure generalisati
 
 Determinism: everything is planned up front from one `random.Random(seed)`. Because eSpeak keeps
 hidden state between utterances (see `speeched.data.espeak`), the plan is cut into fixed shards of
-`SHARD_SIZE` utterances and each shard is synthesized in a fresh process (forkserver/spawn, never a
-fork of a parent that may already have used eSpeak). Same seed -> identical manifests and audio
+`SHARD_SIZE` utterances and each shard is synthesized in a fresh Python process (never a fork of
+a parent that may already have used eSpeak). Same seed -> identical manifests and audio
 bytes, whatever `workers` is.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
+import subprocess
+import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ from speeched.data.espeak import ENGLISH_VOICES, SAMPLE_RATE, Espeak
 from speeched.data.grammar import GENERATORS, KINDS
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
-SHARD_SIZE = 64
+SHARD_SIZE = 128  # utterances per worker process: amortises its ~0.3 s start-up
 RATE_RANGE = (130, 200)  # words per minute
 PITCH_RANGE = (30, 70)  # eSpeak pitch, 0-100
 PITCH_VARIATION_RANGE = (30, 80)  # eSpeak intonation range, 0-100 (low = monotone)
@@ -42,7 +46,6 @@ class SynthResult:
     voices: dict[str, list[str]]  # split -> voice variants used
     audio_seconds: float
     wall_seconds: float
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def train(self) -> Path:
@@ -105,7 +108,10 @@ def split_voices(voices: list[str], rng: random.Random, needed: dict[str, int]) 
     }
 
 
-def _plan(kind: str, num: int, seed: int, voices: list[str], dev_fraction: float, test_fraction: float):
+def _plan(
+    kind: str, num: int, seed: int, voices: list[str], dev_fraction: float, test_fraction: float
+) -> tuple[list[_Job], dict[str, int], dict[str, list[str]]]:
+    """Every utterance's text, voice and prosody, drawn up front so the result is seed-determined."""
     rng = random.Random(seed)
     n_test = round(num * test_fraction)
     n_dev = round(num * dev_fraction)
@@ -133,28 +139,55 @@ def _plan(kind: str, num: int, seed: int, voices: list[str], dev_fraction: float
     return jobs, counts, by_split
 
 
-def _synth_shard(args: tuple[str, list[_Job]]) -> list[int]:
-    """Runs in a fresh worker process: synthesize and write one shard; returns sample counts."""
-    import soundfile as sf
+def _run_shard(out_dir: Path, jobs: list[_Job], on_done: Callable[[], None]) -> list[int]:
+    """Synthesize one shard in a fresh `python -m speeched.data.synth` process; returns sample counts.
 
-    out_dir, jobs = args
-    engine = Espeak()
-    lengths = []
-    for job in jobs:
-        audio = engine.synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range)
-        pcm = np.round(audio * 32768.0).clip(-32768, 32767).astype(np.int16)
-        sf.write(os.path.join(out_dir, job.audio), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        lengths.append(int(pcm.shape[0]))
+    A subprocess (not multiprocessing) so nothing depends on the caller's `__main__` guard, and the
+    child can report each finished utterance on stdout for the progress bar.
+    """
+    payload = json.dumps({"out_dir": str(Path(out_dir).resolve()), "jobs": [asdict(job) for job in jobs]})
+    # The child must import this very copy of speeched, installed or not.
+    root = str(Path(__file__).resolve().parents[2])
+    pythonpath = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "speeched.data.synth"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        proc.stdin.write(payload)
+        proc.stdin.close()
+        lengths = []
+        for line in proc.stdout:
+            lengths.append(int(line))
+            on_done()
+        stderr = proc.stderr.read()
+        code = proc.wait()
+    if code != 0 or len(lengths) != len(jobs):
+        raise RuntimeError(
+            f"eSpeak worker for {jobs[0].id}..{jobs[-1].id} failed (exit code {code}, "
+            f"{len(lengths)}/{len(jobs)} utterances done):\n{stderr.strip()[-2000:]}"
+        )
     return lengths
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    """A start method whose children never inherit this process's eSpeak state."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["speeched.data.synth"])  # numpy/soxr/soundfile imported once
-        return ctx
-    return multiprocessing.get_context("spawn")
+def _worker_main() -> None:
+    """Child side of `_run_shard`: jobs as JSON on stdin, one sample count per line on stdout."""
+    import soundfile as sf
+
+    request = json.load(sys.stdin)
+    out_dir = request["out_dir"]
+    engine = Espeak()
+    for raw in request["jobs"]:
+        job = _Job(**raw)
+        audio = engine.synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range)
+        pcm = np.round(audio * 32768.0).clip(-32768, 32767).astype(np.int16)
+        sf.write(os.path.join(out_dir, job.audio), pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        print(pcm.shape[0], flush=True)
 
 
 def synthesize_corpus(
@@ -202,20 +235,18 @@ def synthesize_corpus(
     for split in SPLITS:
         (out / "wavs" / split).mkdir(parents=True, exist_ok=True)
 
-    shards = [(str(out), jobs[i : i + SHARD_SIZE]) for i in range(0, len(jobs), SHARD_SIZE)]
-    lengths: list[list[int]] = [[] for _ in shards]
-    ctx = _context()
+    shards = [jobs[i : i + SHARD_SIZE] for i in range(0, len(jobs), SHARD_SIZE)]
     with (
-        ctx.Pool(processes=min(workers, len(shards)), maxtasksperchild=1) as pool,
         tqdm(total=len(jobs), unit="utt", desc=f"synth {kind}", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=min(workers, len(shards))) as pool,
     ):
-        pending = {i: pool.apply_async(_synth_shard, (shard,)) for i, shard in enumerate(shards)}
-        while pending:
-            for i in [i for i, r in pending.items() if r.ready()]:
-                lengths[i] = pending.pop(i).get()
-                bar.update(len(shards[i][1]))
-            if pending:
-                time.sleep(0.02)
+        lock = threading.Lock()
+
+        def tick() -> None:
+            with lock:
+                bar.update(1)
+
+        lengths = list(pool.map(lambda shard: _run_shard(out, shard, tick), shards))
 
     samples = [n for shard in lengths for n in shard]
     manifests = {split: out / f"{split}.jsonl" for split in SPLITS}
@@ -246,3 +277,7 @@ def synthesize_corpus(
         audio_seconds=sum(samples) / SAMPLE_RATE,
         wall_seconds=time.perf_counter() - start,
     )
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -269,8 +269,6 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         from safetensors.torch import load_file
 
-        from speeched.training.checkpoint import restore_rng_state
-
         state = json.loads((path / "trainer_state.json").read_text())
         if state["world_size"] != self.accelerator.num_processes:
             raise TrainingError(
@@ -279,19 +277,16 @@ class Trainer:
             )
         unwrapped = self.accelerator.unwrap_model(self.model)
         weights = load_file(str(path / "model" / "model.safetensors"))
-        missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
-        missing = [
-            k
-            for k in missing
-            if k not in getattr(unwrapped, "_tied_weights_keys", {})
-            and "decoder.cls.predictions.decoder" not in k
-        ]
+        # Tied weights (e.g. the decoder's output layer = its input embeddings) are stored once.
+        _, unexpected = unwrapped.load_state_dict(weights, strict=False)
         if unexpected:
             raise TrainingError(f"checkpoint {path} does not match the model: unexpected {unexpected[:5]}")
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rng = torch.load(path / "rng.pt", weights_only=True)["ranks"]
-        restore_rng_state(rng[self.accelerator.process_index])
+        # Restored by fit() right before the first step: creating the DataLoader iterator draws from
+        # torch's RNG, which the uninterrupted run did before this point.
+        self._pending_rng = rng[self.accelerator.process_index]
         self.step = state["step"]
         self.epoch = state["epoch"]
         self.batches_in_epoch = state["batches_in_epoch"]
@@ -464,6 +459,11 @@ class Trainer:
         self.model.train()
         self.sampler.set_epoch(self.epoch)
         it = [iter(self.loader)]
+        if getattr(self, "_pending_rng", None) is not None:
+            from speeched.training.checkpoint import restore_rng_state
+
+            restore_rng_state(self._pending_rng)
+            self._pending_rng = None
         fixed = self._micro_batches(it) if self.overfit_batch else None
         bar = tqdm(
             total=self.total_steps,

@@ -1,0 +1,154 @@
+"""The training loop on a tiny model and a tiny synthesized corpus: exact accumulation, exact resume, CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from helpers import minilm_path, tiny_encoder_dir
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from speeched.cli import app
+from speeched.training.recipe import load_recipe
+from speeched.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from speeched.data.synth import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(out, kind="digits", num=40, seed=3, progress=False)
+    return out
+
+
+def write_recipe(tmp: Path, corpus: Path, **sections) -> Path:
+    enc = tiny_encoder_dir(tmp, "speech2text", dropout=0.0, activation_dropout=0.0, attention_dropout=0.0)
+    recipe = {
+        "task": "asr",
+        "model": {
+            "encoder": str(enc),
+            "decoder": minilm_path(),
+            "decoder_options": {
+                "num_hidden_layers": 1,
+                "hidden_dropout_prob": 0.0,
+                "attention_probs_dropout_prob": 0.0,
+            },
+        },
+        "data": {
+            "train": [{"path": str(corpus / "train.jsonl"), "limit": 8}],
+            "dev": [{"path": str(corpus / "dev.jsonl"), "name": "dev", "limit": 3}],
+            "batching": {"max_duration": 1000, "max_batch_size": 8, "shuffle": False},
+        },
+        "optim": {"lr": 1e-3, "warmup_steps": 0, "scheduler": "constant"},
+        "train": {"max_steps": 2, "seed": 0, "log_every": 1},
+        "eval": {"every_steps": 100, "max_new_tokens": 5},
+        "checkpoint": {"every_steps": 1, "keep_last": 5},
+        "log": {"plots": False},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def final_weights(out: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "model" / "model.safetensors"))
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+def test_batch_8_equals_batch_4_times_accum_2(tmp_path, corpus):
+    runs = {}
+    for name, batch, accum in (("b8", 8, 1), ("b4x2", 4, 2)):
+        recipe_path = write_recipe(
+            tmp_path / name,
+            corpus,
+            data={"batching": {"max_duration": 1000, "max_batch_size": batch, "shuffle": False}},
+            train={"max_steps": 1, "grad_accum": accum, "seed": 0, "max_grad_norm": None},
+            # SGD: the update is the gradient itself (Adam's first step is ~sign(g), which amplifies
+            # float noise in near-zero gradients and would hide what this test checks).
+            optim={"optimizer": "sgd", "lr": 0.01, "warmup_steps": 0, "scheduler": "constant"},
+        )
+        recipe = load_recipe(recipe_path, output_dir=tmp_path / name / "run")
+        train(recipe)
+        runs[name] = final_weights(tmp_path / name / "run", 1)
+    assert_same(runs["b8"], runs["b4x2"], atol=1e-6)
+    # The check has teeth: the update itself is orders of magnitude above the tolerance (a loss
+    # normalised per micro-batch instead of per update would differ by ~1e-3 here).
+    from accelerate.utils import set_seed
+
+    from speeched.training.build import build_model
+
+    set_seed(0)  # the trainer seeds before composing, so this rebuilds the same initial weights
+    init = build_model(load_recipe(tmp_path / "b8" / "recipe.yaml")).model.state_dict()
+    update = max((runs["b8"][k] - init[k]).abs().max().item() for k in runs["b8"])
+    assert update > 1e-3
+
+
+def test_resume_from_checkpoint_gives_identical_weights(tmp_path, corpus):
+    recipe_path = write_recipe(
+        tmp_path,
+        corpus,
+        data={"batching": {"max_duration": 1000, "max_batch_size": 3, "shuffle": True}},
+        train={"max_steps": 4, "seed": 0},
+        model={"ctc_weight": 0.3},
+    )
+    out = tmp_path / "run"
+    train(load_recipe(recipe_path, output_dir=out))
+    uninterrupted = final_weights(out, 4)
+    # Pretend the run died after step 2: only checkpoints up to step 2 survive.
+    for step in (3, 4):
+        shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
+    train(load_recipe(recipe_path, output_dir=out), resume="auto")
+    assert_same(final_weights(out, 4), uninterrupted, atol=0.0)
+
+
+def test_train_cli_outputs_and_best_model(tmp_path, corpus):
+    recipe_path = write_recipe(tmp_path, corpus, eval={"every_steps": 2, "max_new_tokens": 5})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(recipe_path), "--output-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "best" / "model.safetensors").is_file()
+    assert (out / "best" / "preprocessor_config.json").is_file()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert any('"dev/dev"' in line and '"wer"' in line for line in lines)
+    assert any('"train"' in line and '"loss"' in line for line in lines)
+
+
+def test_unknown_key_fails_before_heavy_work(tmp_path, corpus):
+    recipe_path = write_recipe(tmp_path, corpus)
+    text = recipe_path.read_text().replace("lr: 0.001", "lrr: 0.001")
+    recipe_path.write_text(text)
+    result = CliRunner().invoke(app, ["train", str(recipe_path)])
+    assert result.exit_code == 2
+    assert "optim.lrr" in result.output and "did you mean 'lr'" in result.output
+
+
+def test_dry_run_prints_plan(tmp_path, corpus):
+    recipe_path = write_recipe(tmp_path, corpus)
+    result = CliRunner().invoke(
+        app, ["train", str(recipe_path), "--dry-run", "--output-dir", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "dry run OK" in result.output and "speech_to_text encoder + bert decoder" in result.output
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_overfit_batch_loss_falls(tmp_path, corpus):
+    recipe_path = write_recipe(
+        tmp_path, corpus, optim={"lr": 3e-3, "warmup_steps": 0, "scheduler": "constant"}
+    )
+    result = train(load_recipe(recipe_path, output_dir=tmp_path / "o"), overfit_batch=25)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 25
+    assert losses[-1] < 0.5 * losses[0]
