@@ -49,27 +49,32 @@ class LengthAdaptor(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for _ in self.layers:
-            lengths = (
-                torch.div(lengths + 2 * self.padding - self.kernel_size, self.stride, rounding_mode="floor")
-                + 1
-            )
-        return lengths.clamp(min=1)
+            lengths = self._layer_lengths(lengths)
+        return lengths
 
     def forward(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x = hidden
-        if attention_mask is not None:
-            x = x * attention_mask.unsqueeze(-1).to(x.dtype)  # padded frames must not leak into valid ones
-        x = x.transpose(1, 2)
-        for conv in self.layers:
-            x = nn.functional.glu(conv(x), dim=1)
-        x = x.transpose(1, 2)
+        x = hidden.transpose(1, 2)
         if attention_mask is None:
-            return x, None
-        lengths = self.output_lengths(attention_mask.sum(-1))
-        new_mask = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-        return x, new_mask.to(attention_mask.dtype)
+            for conv in self.layers:
+                x = nn.functional.glu(conv(x), dim=1)
+            return x.transpose(1, 2), None
+        # Padded frames must not leak into valid ones. speeched fix: re-mask after *every* layer — a
+        # padded frame's output (GLU of the bias) is not zero, so masking only the input made a batched
+        # example differ from the same example alone as soon as adaptor_layers >= 2.
+        lengths = attention_mask.sum(-1)
+        valid = attention_mask.bool()
+        for conv in self.layers:
+            x = x * valid.unsqueeze(1).to(x.dtype)
+            x = nn.functional.glu(conv(x), dim=1)
+            lengths = self._layer_lengths(lengths)
+            valid = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
+        return x.transpose(1, 2), valid.to(attention_mask.dtype)
+
+    def _layer_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        out = torch.div(lengths + 2 * self.padding - self.kernel_size, self.stride, rounding_mode="floor") + 1
+        return out.clamp(min=1)
 
 
 def build_projector(kind: str, in_dim: int, out_dim: int) -> nn.Module:

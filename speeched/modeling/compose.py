@@ -78,6 +78,10 @@ def compose(spec: ComposeSpec) -> LoadedModel:
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
         spec.encoder, spec.decoder, tokenizer=tokenizer, trust_remote_code=spec.trust_remote_code, **kwargs
     )
+    if model.config.coupling == "prefix" and model.config.prompt:
+        from speeched.modeling.prefix import set_prompt
+
+        set_prompt(model, tokenizer, model.config.prompt)  # the prompt's token ids travel with the config
     feature_extractor = load_feature_extractor(spec.feature_extractor or spec.encoder, model.config.encoder)
     return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor, path=Path("."))
 

@@ -264,6 +264,11 @@ class FinetuneConfig(StrictModel):
         "full",
         description="lna = only LayerNorm + attention (+ new parts) train; freeze_encoder = encoder fixed",
     )
+    freeze_embeddings: bool = Field(
+        False,
+        description="freeze the decoder's token embeddings (tied to its output layer): with a 30k+ vocabulary "
+        "they are the largest gradient and optimizer state, and pretrained ones rarely need to move",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA settings")
 
     @model_validator(mode="after")

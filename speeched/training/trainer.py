@@ -151,14 +151,26 @@ class Trainer:
             getattr(model, "load_info", {}).get("encoder") and model.load_info["encoder"].random_init
         )
 
-        if r.train.freeze_feature_encoder == "always":
-            model.freeze_feature_encoder()
-        if r.train.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if r.finetune.method != "full":
             from speeched.modeling.finetune import apply_finetune
 
-            apply_finetune(model, r.finetune.method, r.finetune.lora.model_dump())
+            # First: apply_finetune sets requires_grad on every parameter.
+            lo = r.finetune.lora
+            parts = {"decoder": ("decoder",), "encoder": ("encoder",), "both": ("encoder", "decoder")}[
+                lo.apply_to
+            ]
+            lora = {"r": lo.r, "alpha": lo.alpha, "dropout": lo.dropout, "parts": parts}
+            if lo.target_modules:
+                lora["target_modules"] = lo.target_modules
+            apply_finetune(model, r.finetune.method, lora)
+        if r.train.freeze_feature_encoder == "always":
+            model.freeze_feature_encoder()
+        if r.finetune.freeze_embeddings:
+            for emb in (model.decoder.get_input_embeddings(), model.decoder.get_output_embeddings()):
+                for p in emb.parameters() if emb is not None else ():
+                    p.requires_grad = False
+        if r.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         self.print(
