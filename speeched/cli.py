@@ -28,3 +28,7 @@ data_app.command("check", help="Scan a manifest or dataset and report every unus
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `python -m speeched.cli` (what `accelerate launch -m` runs)
+    main()

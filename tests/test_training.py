@@ -152,3 +152,49 @@ def test_overfit_batch_loss_falls(tmp_path, corpus):
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 25
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_two_processes_match_one_process(tmp_path, corpus):
+    """Two CPU processes (gloo) — started with torchrun, since this accelerate's `launch --cpu` uses mpirun
+    for several CPU processes: disjoint data per rank, identical weights on both ranks, and
+    2 processes × batch 4 make the same update as 1 process × batch 8."""
+    import subprocess
+    import sys
+
+    sgd = {"optimizer": "sgd", "lr": 0.01, "warmup_steps": 0, "scheduler": "constant"}
+    runs = {}
+    for name, batch in (("one", 8), ("two", 4)):
+        recipe_path = write_recipe(
+            tmp_path / name,
+            corpus,
+            data={"batching": {"max_duration": 1000, "max_batch_size": batch, "shuffle": False}},
+            train={"max_steps": 1, "seed": 0, "max_grad_norm": None},
+            optim=sgd,
+        )
+        out = tmp_path / name / "run"
+        if name == "one":
+            train(load_recipe(recipe_path, output_dir=out))
+        else:
+            # Drop what the in-process run above left in os.environ (accelerate's state, ranks).
+            skip = ("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
+            env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(skip)}
+            env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).parent))
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "speeched.cli",
+            ]
+            cmd += ["train", str(recipe_path), "--output-dir", str(out)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            (tmp_path / "launch.log").write_text(proc.stdout + proc.stderr)
+            assert (out / "rank_check.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+            check = __import__("json").loads((out / "rank_check.json").read_text())
+            assert check["weights_identical"] and check["ids_per_rank"] == [4, 4]
+            assert check["overlap_first_epoch"] == []
+        runs[name] = final_weights(out, 1)
+    assert_same(runs["one"], runs["two"], atol=1e-6)

@@ -225,6 +225,7 @@ class Trainer:
         self.batches_in_epoch = 0
         self.nonfinite_in_a_row = 0
         self.best: dict[str, Any] = {}
+        self.ids_seen: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------------------- checkpoints
     def _manager(self):
@@ -372,6 +373,7 @@ class Trainer:
                 it[0] = iter(self.loader)
                 continue
             self.batches_in_epoch += 1
+            self.ids_seen.setdefault(self.epoch, set()).update(batch["ids"])
             out.append(batch)
         return out
 
@@ -522,6 +524,7 @@ class Trainer:
             if self.step % r.checkpoint.every_steps == 0 or last:
                 self.save_checkpoint(score)
         bar.close()
+        self.check_ranks()
         best_dir = self.out / "best"
         if self.is_main:
             if not self.dev_sets and not self.overfit_batch:
@@ -533,6 +536,35 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         return TrainResult(self.out, self.step, best_dir if best_dir.exists() else None, self.best, history)
+
+    def check_ranks(self) -> None:
+        """Multi-process sanity check, written to rank_check.json: identical weights on every rank (DDP
+        kept them in sync) and disjoint data within the first epoch (the sampler sharded correctly)."""
+        from accelerate.utils import gather_object
+
+        if self.accelerator.num_processes == 1:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        checksum = float(sum(p.detach().double().sum().item() for p in model.parameters()))
+        first = min(self.ids_seen) if self.ids_seen else 0
+        seen = sorted(self.ids_seen.get(first, set()))
+        gathered = gather_object(
+            [{"rank": self.accelerator.process_index, "checksum": checksum, "ids": seen}]
+        )
+        if not self.is_main:
+            return
+        sums = [g["checksum"] for g in gathered]
+        sets = [set(g["ids"]) for g in gathered]
+        overlap = set.intersection(*sets) if sets else set()
+        report = {
+            "checksums": sums,
+            "weights_identical": len(set(sums)) == 1,
+            "ids_per_rank": [len(x) for x in sets],
+            "overlap_first_epoch": sorted(overlap),
+        }
+        (self.out / "rank_check.json").write_text(json.dumps(report, indent=2))
+        if not report["weights_identical"]:
+            raise TrainingError(f"weights differ across ranks after training: {sums}")
 
     def _eval_and_export(self, logger_: Any, elapsed: float) -> float | None:
         name = self.best_metric_name()
