@@ -35,6 +35,7 @@ def command(
     except RecipeError as err:
         typer.echo(str(err), err=True)
         raise typer.Exit(2) from err
+    from speeched.training.checkpoint import CheckpointError
     from speeched.training.plan import dry_run as plan
     from speeched.training.trainer import TrainingError, train
 
@@ -43,7 +44,7 @@ def command(
             typer.echo(plan(r))
             return
         result = train(r, resume=resume, overfit_batch=overfit_batch)
-    except (TrainingError, ValueError, FileNotFoundError) as err:
+    except (TrainingError, CheckpointError, ValueError, FileNotFoundError) as err:
         typer.echo(f"speeched train: {err}", err=True)
         raise typer.Exit(2) from err
     if overfit_batch:

@@ -115,29 +115,36 @@ class Trainer:
         from speeched.training.optim import build_optimizer, build_param_groups, build_scheduler
 
         r = self.recipe
-        report_dir = self.out if self.is_main else None
+        report_dir = str(self.out) if self.is_main else None
         normalize = build_normalizer(r.data.target_normalization)
 
         train_utts = []
+        bad = []  # every source's unusable entries, written once (scans must not overwrite each other)
         for src in r.data.train:
-            utts = load_source(src)
             res = scan(
-                utts,
+                load_source(src),
                 src.filters,
                 task=r.task,
                 on_bad_audio=r.data.on_bad_audio,
-                report_dir=report_dir,
                 normalize_target=normalize,
             )
+            bad.extend(res.bad)
             self.print(f"train {src.name or src.path}: {res.summary()}")
             train_utts.extend(res.kept)
-        if not train_utts:
-            raise TrainingError("no usable training utterances: see bad_audio.jsonl in the output directory")
         self.dev_sets = []
         for src in r.data.dev:
-            res = scan(load_source(src), src.filters, task=r.task, on_bad_audio="skip", report_dir=report_dir)
+            res = scan(load_source(src), src.filters, task=r.task, on_bad_audio="skip")
+            bad.extend(res.bad)
             utts = res.kept[: r.eval.limit] if r.eval.limit else res.kept
             self.dev_sets.append((src.name or Path(src.path).stem, utts))
+        if self.is_main:
+            from speeched.data.scan import write_report
+
+            write_report(bad, str(self.out))
+            if bad:
+                self.print(f"{len(bad)} unusable entries skipped: see {self.out / 'bad_audio.jsonl'}")
+        if not train_utts:
+            raise TrainingError("no usable training utterances: see bad_audio.jsonl in the output directory")
 
         texts = [normalize(x) if normalize else x for x in target_texts(train_utts, r.task)]
         loaded = build_model(r, texts)
@@ -159,9 +166,11 @@ class Trainer:
             parts = {"decoder": ("decoder",), "encoder": ("encoder",), "both": ("encoder", "decoder")}[
                 lo.apply_to
             ]
-            lora = {"r": lo.r, "alpha": lo.alpha, "dropout": lo.dropout, "parts": parts}
-            if lo.target_modules:
-                lora["target_modules"] = lo.target_modules
+            lora = None
+            if r.finetune.method == "lora":
+                lora = {"r": lo.r, "alpha": lo.alpha, "dropout": lo.dropout, "parts": parts}
+                if lo.target_modules:
+                    lora["target_modules"] = lo.target_modules
             apply_finetune(model, r.finetune.method, lora)
         if r.train.freeze_feature_encoder == "always":
             model.freeze_feature_encoder()
@@ -519,7 +528,8 @@ class Trainer:
                 continue
             last = self.step >= self.total_steps
             score = None
-            if r.eval.every_steps and (self.step % r.eval.every_steps == 0 or last) and self.dev_sets:
+            due = bool(r.eval.every_steps) and self.step % r.eval.every_steps == 0
+            if (due or last) and self.dev_sets:  # every_steps: null = only at the end
                 score = self._eval_and_export(logger_, elapsed)
             if self.step % r.checkpoint.every_steps == 0 or last:
                 self.save_checkpoint(score)
@@ -529,6 +539,10 @@ class Trainer:
         if self.is_main:
             if not self.dev_sets and not self.overfit_batch:
                 self.export(best_dir)  # nothing to select on: the last model is the best we know
+            if r.checkpoint.average_last and not self.overfit_batch:
+                from speeched.training.averaging import average_last_checkpoints
+
+                average_last_checkpoints(self.out, r.checkpoint.average_last, self.out / "averaged")
             if logger_:
                 logger_.close()
                 if r.log.plots:
