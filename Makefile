@@ -51,5 +51,11 @@ DEMO := runs/demo
 demo: install
 	bash scripts/demo.sh $(SPEECHED) $(DEMO)
 
+demo-st: install
+	bash scripts/demo_st.sh $(SPEECHED) runs/demo-st
+
+bench: install
+	$(PY) bench/run_all.py
+
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

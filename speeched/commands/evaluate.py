@@ -85,6 +85,13 @@ def command(
         None, "--out", "-o", help="Report directory [default: runs/eval/MODEL-DATA]."
     ),
     num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy search."),
+    ctc_weight: float = typer.Option(
+        0.0,
+        "--ctc-weight",
+        min=0.0,
+        max=1.0,
+        help="Joint CTC/attention rescoring weight λ (needs a CTC head).",
+    ),
     max_duration: float = typer.Option(120.0, "--max-duration", help="Seconds of audio per batch."),
     max_batch_size: int | None = typer.Option(
         None, "--max-batch-size", min=1, help="Cap on utterances per batch."
@@ -154,6 +161,7 @@ def command(
             task,
             out,
             num_beams=num_beams,
+            ctc_weight=ctc_weight,
             max_duration=max_duration,
             normalizer=normalizer,
             limit=limit,

@@ -41,6 +41,13 @@ def command(
         None, "--output", "-o", help="Output file (one input) or directory (several); default: stdout."
     ),
     num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy search."),
+    ctc_weight: float = typer.Option(
+        0.0,
+        "--ctc-weight",
+        min=0.0,
+        max=1.0,
+        help="Joint CTC/attention rescoring weight λ (needs a CTC head).",
+    ),
     segment: str = typer.Option("silence", "--segment", help="How long audio is cut: silence | fixed."),
     max_segment: float = typer.Option(
         20.0, "--max-segment", help="Longest segment decoded at once (seconds)."
@@ -83,6 +90,7 @@ def command(
         raise typer.Exit(1) from err
     options = TranscribeOptions(
         num_beams=num_beams,
+        ctc_weight=ctc_weight,
         segment=segment,
         max_segment=max_segment,
         overlap=overlap,

@@ -122,7 +122,9 @@ class SpeechCollator:
             batch["attention_mask"] = feats["attention_mask"]
         utts = [it["utterance"] for it in items]
         batch["labels"], batch["num_target_tokens"] = self.labels(utts)
-        batch["targets"] = self.targets(utts)  # target texts: the CTC auxiliary loss reads these
+        batch["targets"] = self.targets(utts)
+        # The CTC auxiliary loss reads transcripts (for st too: CTC needs a monotonic target, a translation is not)
+        batch["transcripts"] = [self.normalize_target(u.text) if self.normalize_target else u.text for u in utts]
         batch["ids"] = [it["id"] for it in items]
         batch["audio_seconds"] = float(sum(len(a) for a in arrays) / self.sampling_rate)
         return batch

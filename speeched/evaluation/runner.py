@@ -43,6 +43,7 @@ class DecodeOptions:
     max_new_tokens: int | None = None
     tokens_per_second: float = 25.0
     no_repeat_ngram_size: int = 0
+    ctc_weight: float = 0.0  # > 0: rescore the beam's hypotheses with the CTC head (joint CTC/attention)
     device: str = "auto"
     progress: bool = False
     progress_desc: str = "decoding"
@@ -146,6 +147,8 @@ def generate_batch(
     sr = feature_extractor.sampling_rate
     inputs = model_inputs(feature_extractor, arrays, device)
     cap = token_cap(model, options, max(len(a) for a in arrays) / sr)
+    if options.ctc_weight > 0:
+        return _generate_rescored(model, tokenizer, inputs, cap, options)
     kwargs: dict[str, Any] = {"max_new_tokens": cap, "num_beams": options.num_beams, "do_sample": False}
     if options.num_beams > 1:
         kwargs["early_stopping"] = True
@@ -172,6 +175,50 @@ def generate_batch(
         n = len(body) if end is None else end
         ids = seq[: len(seq) - len(body) + n + (0 if end is None else 1)]
         out.append(Decoded(text.strip(), n, end is None and n >= cap, ids, cap))
+    return out
+
+
+def _generate_rescored(
+    model: Any, tokenizer: Any, inputs: dict[str, Any], cap: int, options: DecodeOptions
+) -> list[Decoded]:
+    """Joint CTC/attention decoding: (1-λ)·attention + λ·CTC prefix scores inside the beam search for
+    cross-attention models; N-best rescoring for prefix-coupled LLMs."""
+    import torch
+
+    if not getattr(model.config, "ctc_vocab", None):
+        raise ValueError(
+            "--ctc-weight needs a model with a CTC head (compose it with ctc_weight / ctc_vocab)"
+        )
+    name = "input_values" if "input_values" in inputs else "input_features"
+    beams = max(2, options.num_beams)
+    if model.config.coupling == "cross_attention":
+        from speeched.modeling.joint_decoding import joint_decode
+
+        token_lists = joint_decode(
+            model, tokenizer, inputs[name], inputs.get("attention_mask"), beams, options.ctc_weight, cap
+        )
+        texts = tokenizer.batch_decode(token_lists, skip_special_tokens=True)
+    else:
+        from speeched.modeling.rescoring import rescore_beams
+
+        with torch.inference_mode():
+            scored = rescore_beams(
+                model,
+                tokenizer,
+                inputs[name],
+                attention_mask=inputs.get("attention_mask"),
+                num_beams=beams,
+                ctc_weight=options.ctc_weight,
+                max_new_tokens=cap,
+                do_sample=False,
+            )
+        token_lists = [list(scored.token_ids[b][i]) for b, i in enumerate(scored.best)]
+        texts = [scored.texts[b][i] for b, i in enumerate(scored.best)]
+    eos = _eos_ids(model, tokenizer)
+    out = []
+    for ids, text in zip(token_lists, texts, strict=True):
+        n = next((i for i, t in enumerate(ids) if t in eos), len(ids))
+        out.append(Decoded(text.strip(), n, n == len(ids) and n >= cap, list(ids), cap))
     return out
 
 
@@ -494,6 +541,7 @@ def evaluate_model(
     device: str = "auto",
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    ctc_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate a model directory (or a loaded (model, tokenizer, feature_extractor)) on a data source.
 
@@ -523,6 +571,7 @@ def evaluate_model(
         max_new_tokens=max_new_tokens,
         device=device,
         progress=progress,
+        ctc_weight=ctc_weight,
     )
     result = evaluate_utterances(mdl, tokenizer, feature_extractor, utts, task, options, norm, lang)
     summary: dict[str, Any] = dict(result.metrics)
@@ -531,7 +580,11 @@ def evaluate_model(
     summary["data_report"] = data_report
     summary["failed_audio"] = result.failed[:MAX_EXAMPLES]
     summary["decoding"] = {
-        "strategy": "greedy" if num_beams == 1 else f"beam search ({num_beams} beams)",
+        "strategy": (
+            f"joint CTC/attention beam search (λ={ctc_weight}, {max(2, num_beams)} beams)"
+            if ctc_weight > 0
+            else ("greedy" if num_beams == 1 else f"beam search ({num_beams} beams)")
+        ),
         "num_beams": num_beams,
         "max_duration": max_duration,
         "max_batch_size": max_batch_size,

@@ -17,6 +17,9 @@ from typing import Any
 logger = logging.getLogger("speeched")
 
 
+INIT_REPORT = "init_report.json"  # which parameters were randomly initialised when the model was composed
+
+
 class ModelDirError(ValueError):
     pass
 
@@ -99,6 +102,9 @@ def load_model_dir(path: str | os.PathLike, device: str | None = None) -> Loaded
         model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(root))
     feature_extractor = AutoFeatureExtractor.from_pretrained(str(root))
+    report = root / INIT_REPORT
+    if report.is_file():
+        model.init_report = json.loads(report.read_text())
     return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor, path=root)
 
 
@@ -157,4 +163,6 @@ def save_model_dir(
     tokenizer.save_pretrained(str(root))
     feature_extractor.save_pretrained(str(root))
     write_model_card(root, model, composed_from or {})
+    if getattr(model, "init_report", None):
+        (root / INIT_REPORT).write_text(json.dumps(model.init_report, indent=1))
     return root

@@ -110,6 +110,8 @@ class CachedFeatureCollator:
             batch["attention_mask"] = mask
         batch["labels"], batch["num_target_tokens"] = self.base.labels(utts)
         batch["targets"] = self.base.targets(utts)
+        norm = self.base.normalize_target
+        batch["transcripts"] = [norm(u.text) if norm else u.text for u in utts]
         batch["ids"] = [it["id"] for it in items]
         batch["audio_seconds"] = float(sum(u.duration or 0.0 for u in utts))
         return batch

@@ -24,23 +24,31 @@ NEW_PART_MARKERS = (
 NO_DECAY_MARKERS = ("bias", "LayerNorm", "layer_norm", "layernorm", "norm.weight", "logits")
 
 
-def parameter_group(name: str, random_init_encoder: bool = False) -> str:
-    """'new', 'encoder' or 'decoder' for a parameter name of SpeechEncoderDecoderModel."""
-    if any(m in name for m in NEW_PART_MARKERS):
+def parameter_group(name: str, random_init: set[str] | frozenset[str] = frozenset()) -> str:
+    """'new', 'encoder' or 'decoder' for a parameter name of SpeechEncoderDecoderModel.
+
+    New = added by the composition (cross-attention, projector, adaptor, CTC head, LoRA) or randomly
+    initialised when composed (listed in the model's init report, e.g. a random-init encoder or an LM-head
+    transform the checkpoint did not have).
+    """
+    if name in random_init or any(m in name for m in NEW_PART_MARKERS):
         return "new"
     if name.startswith("encoder."):
-        return "new" if random_init_encoder else "encoder"
+        return "encoder"
     return "decoder"
 
 
 def build_param_groups(
-    model: nn.Module, lrs: dict[str, float], weight_decay: float, random_init_encoder: bool = False
+    model: nn.Module,
+    lrs: dict[str, float],
+    weight_decay: float,
+    random_init: set[str] | frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        group = parameter_group(name, random_init_encoder)
+        group = parameter_group(name, random_init)
         decay = not any(m in name for m in NO_DECAY_MARKERS) and param.dim() > 1
         buckets.setdefault((group, decay), []).append(param)
     groups = []

@@ -23,7 +23,9 @@ def dry_run(recipe: Any) -> str:
         res = scan(load_source(src), src.filters, task=recipe.task)
         lines.append(f"dev {src.name or src.path}: {res.summary()}")
     hours = sum(u.duration or 0 for u in train_utts) / 3600
-    texts = [normalize(t) if normalize else t for t in target_texts(train_utts, recipe.task)]
+    texts = [
+        normalize(t) if normalize else t for t in target_texts(train_utts, "asr")
+    ]  # CTC reads transcripts
     loaded = build_model(recipe, texts)
     model = loaded.model
     n = sum(p.numel() for p in model.parameters())

@@ -52,6 +52,9 @@ def _save(
     return True
 
 
+PLOTTED_METRICS = {"wer", "cer", "raw_wer", "raw_cer", "bleu", "chrf", "length_ratio"}
+
+
 def plot_training_curves(
     metrics_jsonl: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 ) -> list[Path]:
@@ -75,7 +78,8 @@ def plot_training_curves(
     if _save(lrs, "learning rate", "lr", out / "lr.png", log_y=False):
         written.append(out / "lr.png")
 
-    metrics = sorted({k for s in dev_splits for k in keys_by_split[s]} - {"loss"})
+    # Quality metrics only: counts and timings are in metrics.jsonl, nobody wants a plot of them.
+    metrics = sorted({k for s in dev_splits for k in keys_by_split[s]} & PLOTTED_METRICS)
     for metric in metrics:
         curves = {s.removeprefix("dev/"): _series(records, s, metric) for s in dev_splits}
         target = out / (re.sub(r"[^\w.-]", "_", metric) + ".png")

@@ -290,6 +290,13 @@ class EvalConfig(StrictModel):
         None, min_length=1, description="null = task default: asr [wer, cer], st [bleu, chrf]"
     )
     num_beams: int = Field(1, ge=1, description="beam size (1 = greedy, fastest)")
+    ctc_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="joint CTC/attention decoding: rescore beam hypotheses by (1-λ)·attention + λ·CTC "
+        "(needs a CTC head; 0 = plain generate)",
+    )
     max_new_tokens: int = Field(128, ge=1, description="generation length limit")
     max_duration: float = Field(120.0, gt=0, description="seconds of audio per evaluation batch")
     normalizer: Literal["english", "basic", "none"] | None = Field(

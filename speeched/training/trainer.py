@@ -146,7 +146,8 @@ class Trainer:
         if not train_utts:
             raise TrainingError("no usable training utterances: see bad_audio.jsonl in the output directory")
 
-        texts = [normalize(x) if normalize else x for x in target_texts(train_utts, r.task)]
+        # The CTC vocabulary covers transcripts (the CTC head is trained on them, for st too).
+        texts = [normalize(x) if normalize else x for x in target_texts(train_utts, "asr")]
         loaded = build_model(r, texts)
         self.model, self.tokenizer, self.feature_extractor = (
             loaded.model,
@@ -154,9 +155,8 @@ class Trainer:
             loaded.feature_extractor,
         )
         model = self.model
-        self.random_init_encoder = bool(
-            getattr(model, "load_info", {}).get("encoder") and model.load_info["encoder"].random_init
-        )
+        report = getattr(model, "init_report", None) or {}
+        self.random_init = set(report.get("random_init_parameters", []))
 
         if r.finetune.method != "full":
             from speeched.modeling.finetune import apply_finetune
@@ -225,7 +225,7 @@ class Trainer:
             self.total_steps = self.overfit_batch
 
         lrs = r.optim.group_lrs()
-        groups = build_param_groups(model, lrs, r.optim.weight_decay, self.random_init_encoder)
+        groups = build_param_groups(model, lrs, r.optim.weight_decay, self.random_init)
         optimizer = build_optimizer(groups, r.optim.optimizer, tuple(r.optim.betas), r.optim.eps)
         scheduler = build_scheduler(optimizer, r.optim.scheduler, r.optim.warmup_steps, self.total_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
@@ -331,6 +331,7 @@ class Trainer:
             e = self.recipe.eval
             opts = DecodeOptions(
                 num_beams=e.num_beams,
+                ctc_weight=e.ctc_weight,
                 max_duration=e.max_duration,
                 max_new_tokens=e.max_new_tokens,
                 device=str(self.accelerator.device),
@@ -410,7 +411,7 @@ class Trainer:
                 out = model(
                     **model_inputs(batch),
                     loss_reduction="sum",
-                    ctc_labels=batch["targets"] if lam > 0 else None,
+                    ctc_labels=batch["transcripts"] if lam > 0 else None,
                 )
                 # DDP averages gradients over processes: scale by world size so the result is a sum / N.
                 loss = (1 - lam) * out.ce_loss_sum / n_tokens * world

@@ -35,6 +35,7 @@ class TranscribeOptions:
     """Segmentation, batching and decoding settings for `transcribe`."""
 
     num_beams: int = 1
+    ctc_weight: float = 0.0
     segment: str = "silence"
     max_segment: float = 20.0
     overlap: float = 2.0
@@ -49,6 +50,7 @@ class TranscribeOptions:
     def decode_options(self) -> DecodeOptions:
         return DecodeOptions(
             num_beams=self.num_beams,
+            ctc_weight=self.ctc_weight,
             max_duration=self.max_duration,
             max_batch_size=self.max_batch_size,
             tokens_per_second=self.tokens_per_second,

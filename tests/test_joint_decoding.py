@@ -1,0 +1,88 @@
+"""Joint CTC/attention beam search: the CTC prefix score against brute force and torch's ctc_loss."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from speeched.modeling.joint_decoding import CTCState, extend, extend_to
+
+
+def _logp(steps: int, units: int, seed: int = 0) -> np.ndarray:
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((steps, units))
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _collapse(path: tuple[int, ...]) -> list[int]:
+    out, prev = [], None
+    for p in path:
+        if p != prev and p != 0:
+            out.append(p)
+        prev = p
+    return out
+
+
+@pytest.mark.parametrize("target", [[1], [2, 1], [1, 1], [3, 2, 3]])
+def test_full_score_equals_torch_ctc_loss(target):
+    logp = _logp(7, 4)
+    state = extend_to(CTCState.initial(logp), target, logp, CTCState.initial(logp))
+    nll = torch.nn.functional.ctc_loss(
+        torch.tensor(logp).unsqueeze(1),
+        torch.tensor([target]),
+        torch.tensor([7]),
+        torch.tensor([len(target)]),
+        reduction="sum",
+    )
+    assert state.full_score() == pytest.approx(-nll.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("prefix", [[1], [2], [1, 2], [2, 2]])
+def test_prefix_score_equals_brute_force(prefix):
+    steps, units = 5, 3
+    logp = _logp(steps, units, seed=1)
+    total = -np.inf
+    for path in itertools.product(range(units), repeat=steps):
+        if _collapse(path)[: len(prefix)] == prefix:
+            total = np.logaddexp(total, sum(logp[t, u] for t, u in enumerate(path)))
+    state = CTCState.initial(logp)
+    for u in prefix:
+        state = extend(state, u, logp)
+    assert state.score == pytest.approx(total, abs=1e-6)
+
+
+def test_extend_to_reuses_a_prefix_and_restarts_otherwise():
+    logp = _logp(6, 4)
+    init = CTCState.initial(logp)
+    a = extend_to(init, [1, 2], logp, init)
+    b = extend_to(a, [1, 2, 3], logp, init)
+    direct = extend_to(init, [1, 2, 3], logp, init)
+    assert b.score == pytest.approx(direct.score) and b.units == [1, 2, 3]
+    c = extend_to(b, [3, 1], logp, init)  # not an extension: recomputed from scratch
+    assert c.units == [3, 1] and c.score == pytest.approx(extend_to(init, [3, 1], logp, init).score)
+
+
+def test_joint_decode_runs_on_a_tiny_model_and_ctc_weight_changes_the_result(tmp_path):
+    from helpers import make_tiny_model_dir
+
+    from speeched.modeling.joint_decoding import joint_decode
+    from speeched.modeling.model_dir import load_model_dir
+
+    path = make_tiny_model_dir(
+        tmp_path,
+        "speech2text",
+        ctc_weight=0.3,
+        ctc_vocab=["<blank>", "<unk>", "one", "two"],
+        ctc_units="word",
+    )
+    lm = load_model_dir(path)
+    torch.manual_seed(0)
+    feats = torch.randn(2, 60, 80)
+    mask = torch.ones(2, 60, dtype=torch.long)
+    out = joint_decode(lm.model, lm.tokenizer, feats, mask, num_beams=3, ctc_weight=0.5, max_new_tokens=5)
+    assert len(out) == 2 and all(1 <= len(t) <= 5 for t in out)
+    eos = lm.model.config.eos_token_id
+    assert all(t[-1] == eos or len(t) == 5 for t in out)
