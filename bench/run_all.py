@@ -29,9 +29,8 @@ def machine() -> str:
     import torch
     import transformers
 
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?"
-    )
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
     return (
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}\n"
         f"- python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "

@@ -49,3 +49,47 @@ def test_random_init_parameters_get_the_new_parts_learning_rate(tmp_path):
     assert lr_of[id(model.decoder.bert.encoder.layer[0].attention.self.query.weight)] == 1e-4
     assert lr_of[id(model.encoder.layers[0].fc1.weight)] == 1e-3  # random-init encoder learns as a new part
     assert all(isinstance(p, torch.nn.Parameter) for g in groups for p in g["params"])
+
+
+def test_mostly_unloaded_pretrained_decoder_stops_with_a_clear_error(tmp_path):
+    """A checkpoint whose weight names do not match (here: every key renamed) must not train from scratch silently."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "renamed-minilm"
+    shutil.copytree(minilm_path(), bad)
+    weights = load_file(str(bad / "model.safetensors"))
+    save_file({f"prefix_mismatch.{k}": v for k, v in weights.items()}, str(bad / "model.safetensors"))
+    enc = tiny_encoder_dir(tmp_path, "speech2text")
+    import pytest
+
+    with pytest.raises(ValueError, match="randomly initialised.*do not match"):
+        init_model(
+            ComposeSpec(encoder=str(enc), decoder=str(bad), decoder_options={"num_hidden_layers": 1}),
+            tmp_path / "m",
+        )
+
+
+def test_init_prints_the_load_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from speeched.cli import app
+
+    enc = tiny_encoder_dir(tmp_path, "speech2text")
+    res = CliRunner().invoke(
+        app,
+        [
+            "init",
+            "--encoder",
+            str(enc),
+            "--decoder",
+            minilm_path(),
+            "--out",
+            str(tmp_path / "m"),
+            "--decoder-option",
+            "num_hidden_layers=1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "load report" in res.output and "decoder" in res.output and "random" in res.output

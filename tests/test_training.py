@@ -198,3 +198,27 @@ def test_two_processes_match_one_process(tmp_path, corpus):
             assert check["overlap_first_epoch"] == []
         runs[name] = final_weights(out, 1)
     assert_same(runs["one"], runs["two"], atol=1e-6)
+
+
+def test_parameters_without_gradient_are_named(tmp_path, corpus):
+    """A CTC head that no loss uses (ctc_weight 0 at training time) gets no gradient: the preflight names it."""
+    from speeched.modeling.compose import ComposeSpec, init_model
+
+    enc = tiny_encoder_dir(tmp_path, "speech2text")
+    init_model(
+        ComposeSpec(
+            encoder=str(enc),
+            decoder=minilm_path(),
+            decoder_options={"num_hidden_layers": 1},
+            extensions={"ctc_vocab": ["<blank>", "<unk>", "one"], "ctc_units": "word"},
+        ),
+        tmp_path / "m",
+    )
+    recipe_path = write_recipe(tmp_path, corpus, train={"max_steps": 1, "seed": 0})
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["model"] = {"path": str(tmp_path / "m")}
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    train(load_recipe(recipe_path, output_dir=tmp_path / "run"))
+    report = __import__("json").loads((tmp_path / "run" / "preflight.json").read_text())
+    assert "ctc_head.proj.weight" in report["parameters_without_gradient"]
+    assert not any(n.startswith("decoder.bert.encoder") for n in report["parameters_without_gradient"])

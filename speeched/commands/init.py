@@ -63,5 +63,8 @@ def command(
     except ValueError as err:
         typer.echo(f"speeched init: {err}", err=True)
         raise typer.Exit(2) from err
+    from speeched.modeling.compose import format_init_report
+
+    typer.echo(format_init_report(loaded.model.init_report))
     n = sum(p.numel() for p in loaded.model.parameters())
     typer.echo(f"wrote {out} ({n / 1e6:.1f} M parameters; coupling={loaded.model.config.coupling})")

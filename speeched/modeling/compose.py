@@ -120,7 +120,53 @@ def build_init_report(model: Any) -> dict[str, Any]:
     for n, _ in model.named_parameters():
         if n.split(".")[0] in EXTENSION_MODULES:
             random_names.add(n)
+    check_pretrained_loaded(model, info, random_names)
     return {"parts": halves, "random_init_parameters": sorted(random_names)}
+
+
+MOSTLY_NOT_LOADED = 0.5
+
+
+def check_pretrained_loaded(model: Any, info: dict[str, Any], random_names: set[str]) -> None:
+    """Stop when a *pretrained* half came mostly from random init: almost always a key-prefix mismatch
+    (a checkpoint saved under another class), which would otherwise train from scratch in silence.
+    Cross-attention is excluded: it is new by design."""
+    from speeched.modeling.halves import CROSS_ATTENTION_NAMES
+
+    for half in ("encoder", "decoder"):
+        hi = info.get(half)
+        if hi is None or hi.random_init:
+            continue
+        params = {
+            n: p.numel()
+            for n, p in model.named_parameters()
+            if n.startswith(half + ".") and not any(k in n.lower() for k in CROSS_ATTENTION_NAMES)
+        }
+        total = sum(params.values())
+        missing = sum(v for n, v in params.items() if n in random_names)
+        if total and missing / total > MOSTLY_NOT_LOADED:
+            examples = [n for n in params if n in random_names][:3]
+            raise ValueError(
+                f"the {half} checkpoint {hi.source!r} left {100 * missing / total:.0f}% of the {half}'s parameters "
+                f"randomly initialised (e.g. {examples}): its weight names do not match "
+                f"{type(getattr(model, half)).__name__}. Check that it is a checkpoint of this architecture; to "
+                "train from scratch on purpose, pass a directory holding only its config.json."
+            )
+
+
+def format_init_report(report: dict[str, Any]) -> str:
+    """The load report as the preflight prints it."""
+    lines = ["load report (parameters from the checkpoint / randomly initialised):"]
+    for half, part in report.get("parts", {}).items():
+        total, rand = part.get("parameters", 0), part.get("random_init", 0)
+        lines.append(
+            f"  {half:8s} {total - rand:>12,d} loaded / {rand:>11,d} random   from {part.get('source', '?')}"
+        )
+    new = [n for n in report.get("random_init_parameters", []) if n.split(".")[0] in EXTENSION_MODULES]
+    if new:
+        modules = sorted({n.split(".")[0] for n in new})
+        lines.append(f"  new parts (random init, lr_new): {', '.join(modules)}")
+    return "\n".join(lines)
 
 
 def init_model(spec: ComposeSpec, out: str | Path) -> LoadedModel:

@@ -31,6 +31,10 @@ def dry_run(recipe: Any) -> str:
     n = sum(p.numel() for p in model.parameters())
     cfg = model.config
     ctc = f"on (λ={cfg.ctc_weight:.2f}, {len(cfg.ctc_vocab)} units)" if cfg.ctc_vocab else "off"
+    from speeched.modeling.compose import format_init_report
+
+    if getattr(model, "init_report", None):
+        lines.append(format_init_report(model.init_report))
     lines += [
         f"model: {cfg.encoder.model_type} encoder + {cfg.decoder.model_type} decoder, {n / 1e6:.1f} M parameters, "
         f"coupling={cfg.coupling}, ctc={ctc}",

@@ -457,6 +457,8 @@ class Trainer:
                 )
             return False
         self.nonfinite_in_a_row = 0
+        if self.step == 0:
+            self.check_gradients()
         if self.step < t.freeze_encoder_steps:
             for p in acc.unwrap_model(self.model).encoder.parameters():
                 p.grad = None  # encoder frozen for the first K steps: its grads are dropped, not applied
@@ -464,6 +466,25 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True
+
+    def check_gradients(self) -> list[str]:
+        """After the first backward: every trainable parameter must have a gradient. Names the ones that
+        have none (a frozen-LoRA, freezing or gradient-checkpointing mistake, or an unused head) in the
+        log and in preflight.json — they would never train."""
+        model = self.accelerator.unwrap_model(self.model)
+        missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        if self.is_main:
+            (self.out / "preflight.json").write_text(
+                json.dumps({"parameters_without_gradient": missing}, indent=1)
+            )
+            if missing:
+                logger.warning(
+                    "%d trainable parameter tensors got no gradient in the first step and will not train: %s%s",
+                    len(missing),
+                    ", ".join(missing[:8]),
+                    " ..." if len(missing) > 8 else "",
+                )
+        return missing
 
     def fit(self) -> TrainResult:
         from tqdm.auto import tqdm
