@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = [
     ("Training throughput vs Seq2SeqTrainer", ["bench/bench_train.py", "--steps", "15"]),
+    ("Model forward / generate vs transformers' SpeechEncoderDecoderModel", ["bench/bench_forward.py"]),
     ("Padding: duration buckets vs random and group-by-length", ["bench/bench_padding.py"]),
     ("Loader throughput", ["bench/bench_loader.py"]),
     ("Transcribe throughput vs transformers' ASR pipeline", ["bench/bench_transcribe.py"]),

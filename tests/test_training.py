@@ -222,3 +222,31 @@ def test_parameters_without_gradient_are_named(tmp_path, corpus):
     report = __import__("json").loads((tmp_path / "run" / "preflight.json").read_text())
     assert "ctc_head.proj.weight" in report["parameters_without_gradient"]
     assert not any(n.startswith("decoder.bert.encoder") for n in report["parameters_without_gradient"])
+
+
+def test_nonfinite_loss_skips_the_update_then_stops_with_a_clear_message(tmp_path, corpus):
+    from speeched.training.trainer import Trainer, TrainingError
+
+    recipe_path = write_recipe(
+        tmp_path, corpus, train={"max_steps": 5, "seed": 0, "max_consecutive_nonfinite": 3}
+    )
+    trainer = Trainer(load_recipe(recipe_path, output_dir=tmp_path / "run"))
+    trainer.setup()
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    batch = trainer._micro_batches([iter(trainer.loader)])
+    stats = trainer.train_step(batch)  # real gradients exist now
+    stats["loss"] = float("nan")
+    assert trainer.optimizer_step(stats) is False
+    assert trainer.optimizer_step({"loss": float("inf")}) is False
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before)  # nothing was applied
+    with pytest.raises(TrainingError, match="3 consecutive non-finite losses"):
+        trainer.optimizer_step({"loss": float("nan")})
+
+
+def test_csv_tracker_writes_metrics_csv(tmp_path, corpus):
+    recipe_path = write_recipe(tmp_path, corpus, log={"plots": False, "trackers": ["csv"]})
+    train(load_recipe(recipe_path, output_dir=tmp_path / "run"))
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,split,metric,value"
+    assert any(r.startswith("1,train,loss,") for r in rows)

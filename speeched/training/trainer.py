@@ -87,8 +87,12 @@ class Trainer:
         self.resume = resume
         self.overfit_batch = overfit_batch
         t = recipe.train
+        self.trackers = available_trackers(recipe.log.trackers)
         self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(t.precision), cpu=not torch.cuda.is_available()
+            mixed_precision=resolve_precision(t.precision),
+            cpu=not torch.cuda.is_available(),
+            log_with=self.trackers or None,
+            project_dir=str(recipe.output_dir),
         )
         set_seed(t.seed)
         self.out = Path(recipe.output_dir)
@@ -118,6 +122,13 @@ class Trainer:
         report_dir = str(self.out) if self.is_main else None
         normalize = build_normalizer(r.data.target_normalization)
 
+        weights = {src.weight for src in r.data.train}
+        if weights != {1.0}:
+            # Refuse rather than pretend: sources are concatenated, weights are not applied yet.
+            raise TrainingError(
+                "data.train.N.weight other than 1.0 is not supported yet (sources are concatenated); remove the "
+                "weights or repeat a source in the list to up-weight it"
+            )
         train_utts = []
         bad = []  # every source's unusable entries, written once (scans must not overwrite each other)
         for src in r.data.train:
@@ -501,6 +512,8 @@ class Trainer:
         logger_ = (
             MetricsLogger(self.out, resume_step=self.step if self.resume else None) if self.is_main else None
         )
+        if self.trackers:
+            self.accelerator.init_trackers("speeched", config={"task": r.task, "max_steps": self.total_steps})
         self.model.train()
         self.sampler.set_epoch(self.epoch)
         it = [iter(self.loader)]
@@ -543,8 +556,14 @@ class Trainer:
                 steps_s=f"{steps_done / elapsed:.2f}",
                 audio_s=f"{stats['audio_s_per_s']:.0f}",
             )
-            if logger_ and (self.step % r.train.log_every == 0 or self.overfit_batch or self.step == 1):
-                logger_.log(self.step, "train", {k: v for k, v in stats.items() if k != "audio_seconds"})
+            if self.step % r.train.log_every == 0 or self.overfit_batch or self.step == 1:
+                values = {k: v for k, v in stats.items() if k != "audio_seconds"}
+                if self.trackers:
+                    self.accelerator.log({f"train/{k}": v for k, v in values.items()}, step=self.step)
+                if logger_:
+                    logger_.log(self.step, "train", values)
+                    if "csv" in r.log.trackers:
+                        append_csv(self.out / "metrics.csv", self.step, "train", values)
                 history.append({"step": self.step, **stats})
             if self.overfit_batch:
                 continue
@@ -614,6 +633,10 @@ class Trainer:
             }
             values["elapsed_s"] = elapsed
             logger_.log(self.step, f"dev/{dev}", values)
+            if "csv" in self.recipe.log.trackers:
+                append_csv(self.out / "metrics.csv", self.step, f"dev/{dev}", values)
+            if self.trackers:
+                self.accelerator.log({f"dev/{dev}/{k}": v for k, v in values.items()}, step=self.step)
             self.print(
                 f"step {self.step} dev/{dev}: "
                 + ", ".join(f"{k}={values[k]:.4g}" for k in ("wer", "cer", "bleu", "chrf") if k in values)
@@ -635,6 +658,38 @@ class Trainer:
 
             plot_training_curves(self.out / "metrics.jsonl", self.out / "plots")
         return first
+
+
+def available_trackers(requested: list[str]) -> list[str]:
+    """accelerate trackers that are installed ("csv" is speeched's own metrics.csv). A requested tracker that
+    is not installed is reported, not silently dropped."""
+    import importlib.util
+
+    module = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+    out = []
+    for name in requested:
+        if name == "csv":
+            continue
+        if importlib.util.find_spec(module[name]) is None:
+            logger.warning(
+                "log.trackers: %s is not installed (pip install %s); metrics.jsonl/csv still written",
+                name,
+                name,
+            )
+            continue
+        out.append(name)
+    return out
+
+
+def append_csv(path: Path, step: int, split: str, values: dict[str, Any]) -> None:
+    """One row per (step, split, metric): a long format that never needs its header rewritten."""
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as f:
+        if new:
+            f.write("step,split,metric,value\n")
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                f.write(f"{step},{split},{k},{v}\n")
 
 
 class _nullcontext:
