@@ -141,6 +141,8 @@ def test_dry_run_prints_plan(tmp_path, corpus):
     )
     assert result.exit_code == 0, result.output
     assert "dry run OK" in result.output and "speech_to_text encoder + bert decoder" in result.output
+    assert "smoke run on 2 samples" in result.output and "frames/s" in result.output
+    assert "load report" in result.output
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
@@ -250,3 +252,35 @@ def test_csv_tracker_writes_metrics_csv(tmp_path, corpus):
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "step,split,metric,value"
     assert any(r.startswith("1,train,loss,") for r in rows)
+
+
+def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
+    """2 CPU processes: kill after step 1's checkpoint (simulated by deleting later ones), resume with
+    --resume auto, and end with the weights of the uninterrupted 2-process run."""
+    import os
+    import subprocess
+    import sys
+
+    recipe_path = write_recipe(
+        tmp_path,
+        corpus,
+        data={"batching": {"max_duration": 1000, "max_batch_size": 2, "shuffle": True}},
+        train={"max_steps": 3, "seed": 0},
+    )
+    out = tmp_path / "run"
+    skip = ("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "speeched.cli"]
+    cmd += ["train", str(recipe_path), "--output-dir", str(out)]
+
+    def launch(*extra: str) -> None:
+        proc = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    launch()
+    uninterrupted = final_weights(out, 3)
+    for step in (2, 3):
+        shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
+    launch("--resume", "auto")
+    assert_same(final_weights(out, 3), uninterrupted, atol=0.0)

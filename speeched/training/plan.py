@@ -35,6 +35,7 @@ def dry_run(recipe: Any) -> str:
 
     if getattr(model, "init_report", None):
         lines.append(format_init_report(model.init_report))
+    lines += smoke_run(loaded, train_utts[:2], recipe)
     lines += [
         f"model: {cfg.encoder.model_type} encoder + {cfg.decoder.model_type} decoder, {n / 1e6:.1f} M parameters, "
         f"coupling={cfg.coupling}, ctc={ctc}",
@@ -45,3 +46,61 @@ def dry_run(recipe: Any) -> str:
         "dry run OK: nothing was trained",
     ]
     return "\n".join(lines)
+
+
+def smoke_run(loaded: Any, utts: list[Any], recipe: Any) -> list[str]:
+    """Forward, backward and generate on 2 real training samples; report encoder frames per second of audio
+    and warn where the shapes cannot work (CTC targets longer than the frames, very long LLM prefixes)."""
+    import torch
+
+    from speeched.data.audio import load_audio
+    from speeched.data.collator import SpeechCollator
+    from speeched.modeling.ctc import encode_ctc
+
+    if not utts:
+        return ["smoke run: skipped (no training utterances)"]
+    model, fe = loaded.model, loaded.feature_extractor
+    sr = int(fe.sampling_rate)
+    collator = SpeechCollator(fe, loaded.tokenizer, task=recipe.task, eos_token_id=model.config.eos_token_id)
+    batch = collator(
+        [{"id": u.id, "array": load_audio(u, sr), "sampling_rate": sr, "utterance": u} for u in utts]
+    )
+    inputs = {
+        k: batch[k] for k in ("input_values", "input_features", "attention_mask", "labels") if k in batch
+    }
+    model.train()
+    lam = model.config.ctc_weight if model.config.ctc_vocab else 0.0
+    out = model(**inputs, ctc_labels=batch["transcripts"] if lam > 0 else None)
+    out.loss.backward()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    gen_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    with torch.no_grad():
+        enc = model.encode(**gen_inputs)
+        generated = model.generate(**gen_inputs, max_new_tokens=8)
+    seconds = batch["audio_seconds"]
+    frames = (
+        int(enc.attention_mask.sum())
+        if enc.attention_mask is not None
+        else enc.last_hidden_state.shape[1] * 2
+    )
+    raw = int(enc.raw_attention_mask.sum()) if enc.raw_attention_mask is not None else frames
+    lines = [
+        f"smoke run on 2 samples: loss {out.loss.item():.3f}, backward ok, generate ok ({tuple(generated.shape)}); "
+        f"encoder: {raw / seconds:.1f} frames/s, decoder input: {frames / seconds:.1f} frames/s"
+    ]
+    if model.config.ctc_vocab:
+        targets = encode_ctc(batch["transcripts"], model.config.ctc_vocab, model.config.ctc_units)
+        lengths = model.ctc_frame_lengths(enc).tolist()
+        short = [u.id for u, t, n in zip(utts, targets, lengths, strict=True) if len(t) > n]
+        if short:
+            lines.append(
+                f"WARNING: CTC targets longer than the encoder output for {short}: use ctc_units=word or less "
+                "subsampling"
+            )
+    if model.config.coupling == "prefix" and frames / seconds > 25:
+        lines.append(
+            f"WARNING: {frames / seconds:.0f} prefix frames per second of audio: add model.adaptor_layers to "
+            "shorten the LLM's input"
+        )
+    return lines
