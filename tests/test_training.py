@@ -57,6 +57,15 @@ def write_recipe(tmp: Path, corpus: Path, **sections) -> Path:
     return path
 
 
+def free_port() -> str:
+    """A free TCP port on loopback, so parallel torchrun tests (pytest -n 2) never share one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def final_weights(out: Path, step: int) -> dict[str, torch.Tensor]:
     return load_file(str(out / "checkpoints" / f"step-{step:08d}" / "model" / "model.safetensors"))
 
@@ -187,6 +196,8 @@ def test_two_processes_match_one_process(tmp_path, corpus):
                 "torch.distributed.run",
                 "--nproc_per_node",
                 "2",
+                "--master_port",
+                free_port(),
                 "-m",
                 "speeched.cli",
             ]
@@ -271,7 +282,16 @@ def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
     skip = ("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
     env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "speeched.cli"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        free_port(),
+    ]
+    cmd += ["-m", "speeched.cli"]
     cmd += ["train", str(recipe_path), "--output-dir", str(out)]
 
     def launch(*extra: str) -> None:
