@@ -57,6 +57,30 @@ def write_recipe(tmp: Path, corpus: Path, **sections) -> Path:
     return path
 
 
+def torchrun_train(recipe_path: Path, out: Path, *extra: str) -> None:
+    """`speeched train` in 2 CPU processes (gloo) with torchrun, on a free port, with a clean environment."""
+    import os
+    import subprocess
+    import sys
+
+    # Drop what an in-process run left in os.environ (accelerate's state, ranks).
+    skip = ("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        free_port(),
+    ]
+    cmd += ["-m", "speeched.cli", "train", str(recipe_path), "--output-dir", str(out), *extra]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def free_port() -> str:
     """A free TCP port on loopback, so parallel torchrun tests (pytest -n 2) never share one."""
     import socket
@@ -169,8 +193,6 @@ def test_two_processes_match_one_process(tmp_path, corpus):
     """Two CPU processes (gloo) — started with torchrun, since this accelerate's `launch --cpu` uses mpirun
     for several CPU processes: disjoint data per rank, identical weights on both ranks, and
     2 processes × batch 4 make the same update as 1 process × batch 8."""
-    import subprocess
-    import sys
 
     sgd = {"optimizer": "sgd", "lr": 0.01, "warmup_steps": 0, "scheduler": "constant"}
     runs = {}
@@ -186,26 +208,8 @@ def test_two_processes_match_one_process(tmp_path, corpus):
         if name == "one":
             train(load_recipe(recipe_path, output_dir=out))
         else:
-            # Drop what the in-process run above left in os.environ (accelerate's state, ranks).
-            skip = ("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
-            env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(skip)}
-            env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(Path(__file__).parent))
-            cmd = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                free_port(),
-                "-m",
-                "speeched.cli",
-            ]
-            cmd += ["train", str(recipe_path), "--output-dir", str(out)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-            (tmp_path / "launch.log").write_text(proc.stdout + proc.stderr)
-            assert (out / "rank_check.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+            torchrun_train(recipe_path, out)
+            assert (out / "rank_check.json").is_file()
             check = __import__("json").loads((out / "rank_check.json").read_text())
             assert check["weights_identical"] and check["ids_per_rank"] == [4, 4]
             assert check["overlap_first_epoch"] == []
@@ -268,9 +272,6 @@ def test_csv_tracker_writes_metrics_csv(tmp_path, corpus):
 def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
     """2 CPU processes: kill after step 1's checkpoint (simulated by deleting later ones), resume with
     --resume auto, and end with the weights of the uninterrupted 2-process run."""
-    import os
-    import subprocess
-    import sys
 
     recipe_path = write_recipe(
         tmp_path,
@@ -279,24 +280,9 @@ def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
         train={"max_steps": 3, "seed": 0},
     )
     out = tmp_path / "run"
-    skip = ("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        free_port(),
-    ]
-    cmd += ["-m", "speeched.cli"]
-    cmd += ["train", str(recipe_path), "--output-dir", str(out)]
 
     def launch(*extra: str) -> None:
-        proc = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        torchrun_train(recipe_path, out, *extra)
 
     launch()
     uninterrupted = final_weights(out, 3)
@@ -304,3 +290,17 @@ def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
         shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
     launch("--resume", "auto")
     assert_same(final_weights(out, 3), uninterrupted, atol=0.0)
+
+
+def test_layerdrop_is_switched_off_for_multi_process_training(tmp_path):
+    from speeched import SpeechEncoderDecoderModel
+    from speeched.training.trainer import ddp_safe_defaults
+
+    enc = tiny_encoder_dir(tmp_path, "wav2vec2", layerdrop=0.1)
+    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(enc), minilm_path(), decoder_num_hidden_layers=1
+    )
+    assert ddp_safe_defaults(model, world_size=1) == []
+    assert model.config.encoder.layerdrop == 0.1
+    assert ddp_safe_defaults(model, world_size=2) == ["encoder.layerdrop"]
+    assert model.config.encoder.layerdrop == 0.0 and model.encoder.config.layerdrop == 0.0

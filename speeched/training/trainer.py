@@ -189,6 +189,7 @@ class Trainer:
             for emb in (model.decoder.get_input_embeddings(), model.decoder.get_output_embeddings()):
                 for p in emb.parameters() if emb is not None else ():
                     p.requires_grad = False
+        ddp_safe_defaults(model, self.accelerator.num_processes)
         if r.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -658,6 +659,25 @@ class Trainer:
 
             plot_training_curves(self.out / "metrics.jsonl", self.out / "plots")
         return first
+
+
+def ddp_safe_defaults(model: Any, world_size: int) -> list[str]:
+    """Under DDP, layers skipped at random (encoder/decoder layerdrop) leave parameters without gradients on
+    some ranks and hang or break the all-reduce: switch layerdrop off and say so. Returns what was changed."""
+    changed = []
+    if world_size <= 1:
+        return changed
+    for half in ("encoder", "decoder"):
+        cfg = getattr(model.config, half)
+        for key in ("layerdrop", "encoder_layerdrop", "decoder_layerdrop"):
+            if getattr(cfg, key, 0.0):
+                setattr(cfg, key, 0.0)
+                changed.append(f"{half}.{key}")
+    if changed:
+        logger.warning(
+            "multi-process training: %s set to 0 (layerdrop breaks DDP's gradient sync)", ", ".join(changed)
+        )
+    return changed
 
 
 def available_trackers(requested: list[str]) -> list[str]:
