@@ -304,3 +304,24 @@ def test_layerdrop_is_switched_off_for_multi_process_training(tmp_path):
     assert model.config.encoder.layerdrop == 0.1
     assert ddp_safe_defaults(model, world_size=2) == ["encoder.layerdrop"]
     assert model.config.encoder.layerdrop == 0.0 and model.encoder.config.layerdrop == 0.0
+
+
+def test_two_processes_lora_decoder_frozen_encoder(tmp_path, corpus):
+    """DDP with most parameters frozen (LoRA on the decoder, encoder frozen): no unused-parameter errors, and
+    both ranks end with the same weights."""
+    recipe_path = write_recipe(
+        tmp_path,
+        corpus,
+        data={"batching": {"max_duration": 1000, "max_batch_size": 2, "shuffle": True}},
+        train={"max_steps": 2, "seed": 0},
+        finetune={"method": "lora", "lora": {"r": 4}},
+    )
+    out = tmp_path / "run"
+    torchrun_train(recipe_path, out)
+    check = __import__("json").loads((out / "rank_check.json").read_text())
+    assert check["weights_identical"]
+    exported = load_file(str(out / "best" / "model.safetensors"))  # exported with the adapters merged
+    assert exported and not any("lora_" in k for k in exported)
+    from speeched.modeling.model_dir import load_model_dir
+
+    assert load_model_dir(out / "best").model.config.decoder.model_type == "bert"

@@ -373,7 +373,8 @@ class Trainer:
 
             from speeched.modeling.finetune import merge_lora
 
-            model = merge_lora(copy.deepcopy(model))
+            model = copy.deepcopy(model)
+            merge_lora(model)  # in place (returns the number of merged layers)
         return atomic_export(
             out,
             lambda tmp: save_model_dir(
