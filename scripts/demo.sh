@@ -7,6 +7,7 @@ OUT="${2:-runs/demo}"
 PY="$(dirname "$SPEECHED")/python"
 DATA=data/digits
 START=$(date +%s)
+rm -rf "$OUT"  # a clean run every time: outputs only, never data or code
 
 echo "== 1/5 synthesize $DATA (eSpeak NG, offline)"
 "$SPEECHED" data synth --out "$DATA" --kind digits --num 2000 --seed 0 --no-progress

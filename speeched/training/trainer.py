@@ -507,6 +507,12 @@ class Trainer:
 
         r = self.recipe
         self.setup()
+        if not self.resume and not self.overfit_batch and self._manager().latest() is not None:
+            # Never train over an earlier run's checkpoints: that would mix two runs and lose one.
+            raise TrainingError(
+                f"{self.out} already holds checkpoints of an earlier run: continue it with --resume auto, or "
+                "choose another --output-dir"
+            )
         if self.resume:
             ckpt = self._manager().resolve_resume(self.resume)
             if ckpt is not None:
