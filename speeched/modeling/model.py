@@ -455,19 +455,14 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         )
         logits = decoder_outputs.logits
 
-        loss = ce_sum = num_tokens = ctc_sum = num_ctc = ctc_logits = None
+        loss = ce_sum = num_tokens = None
         if labels is not None:
             ce_sum, num_tokens = token_cross_entropy(logits, labels, self.decoder.config.vocab_size)
             ce = ce_sum if loss_reduction == "sum" else ce_sum / num_tokens.clamp(min=1)
             loss = ce
-        if self.config.ctc_vocab and (ctc_labels is not None or not self.training):
-            ctc_logits = self.ctc_head(encoder_outputs.raw_last_hidden_state)
-        if ctc_labels is not None and self.config.ctc_weight > 0:
-            ctc_sum, num_ctc = self._ctc_loss(ctc_logits, encoder_outputs.raw_attention_mask, ctc_labels)
-            if loss is not None:
-                lam = self.config.ctc_weight
-                ctc = ctc_sum if loss_reduction == "sum" else ctc_sum / num_ctc
-                loss = (1 - lam) * loss + lam * ctc
+        loss, ctc_sum, num_ctc, ctc_logits = self.add_ctc_loss(
+            loss, encoder_outputs, ctc_labels, loss_reduction
+        )
 
         if not return_dict:
             out = (logits, decoder_outputs.cache) if decoder_outputs.cache is not None else (logits,)
@@ -497,6 +492,27 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
             num_ctc_utterances=num_ctc,
             ctc_logits=ctc_logits,
         )
+
+    def add_ctc_loss(
+        self,
+        loss: torch.Tensor | None,
+        encoder_outputs: SpeechEncoderOutput,
+        ctc_labels: list[str] | None,
+        loss_reduction: str,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(1-λ)·loss + λ·CTC when CTC labels are given (both couplings share this); also the CTC logits at eval.
+
+        Returns (loss, ctc_loss_sum, num_ctc_utterances, ctc_logits)."""
+        ctc_sum = num_ctc = ctc_logits = None
+        if self.config.ctc_vocab and (ctc_labels is not None or not self.training):
+            ctc_logits = self.ctc_head(encoder_outputs.raw_last_hidden_state)
+        if ctc_labels is not None and self.config.ctc_weight > 0:
+            ctc_sum, num_ctc = self._ctc_loss(ctc_logits, encoder_outputs.raw_attention_mask, ctc_labels)
+            if loss is not None:
+                lam = self.config.ctc_weight
+                ctc = ctc_sum if loss_reduction == "sum" else ctc_sum / num_ctc
+                loss = (1 - lam) * loss + lam * ctc
+        return loss, ctc_sum, num_ctc, ctc_logits
 
     def _ctc_loss(
         self, ctc_logits: torch.Tensor, frame_mask: torch.Tensor | None, texts: list[str]

@@ -133,21 +133,14 @@ def prefix_forward(
         use_cache=False,
         return_dict=True,
     )
-    loss = ce_sum = num_tokens = ctc_sum = num_ctc = ctc_logits = None
+    loss = ce_sum = num_tokens = None
     if labels is not None:
         logits = out.logits[:, prefix_len - 1 : prefix_len - 1 + labels.shape[1]]
         ce_sum, num_tokens = token_cross_entropy(logits, labels, logits.shape[-1])
         loss = ce_sum if loss_reduction == "sum" else ce_sum / num_tokens.clamp(min=1)
     else:
         logits = out.logits[:, prefix_len - 1 : prefix_len]
-    if model.config.ctc_vocab and (ctc_labels is not None or not model.training):
-        ctc_logits = model.ctc_head(enc.raw_last_hidden_state)
-    if ctc_labels is not None and model.config.ctc_weight > 0:
-        ctc_sum, num_ctc = model._ctc_loss(ctc_logits, enc.raw_attention_mask, ctc_labels)
-        if loss is not None:
-            lam = model.config.ctc_weight
-            ctc = ctc_sum if loss_reduction == "sum" else ctc_sum / num_ctc
-            loss = (1 - lam) * loss + lam * ctc
+    loss, ctc_sum, num_ctc, ctc_logits = model.add_ctc_loss(loss, enc, ctc_labels, loss_reduction)
     return SpeechSeq2SeqLMOutput(
         loss=loss,
         logits=logits,
