@@ -119,4 +119,47 @@ def make_tiny_model_dir(root: Path, encoder: str = "wav2vec2", decoder_layers: i
     return out
 
 
-__all__ = ["AutoModel", "make_tiny_model_dir", "minilm_path", "tiny_encoder_config", "tiny_encoder_dir"]
+def write_tiny_recipe(tmp: Path, corpus: Path, **sections) -> Path:
+    """A recipe for a seconds-long CPU run: tiny Speech2Text encoder + 1-layer MiniLM decoder, no dropout.
+
+    Each keyword replaces keys of that section (a non-dict value replaces the section)."""
+    import yaml
+
+    enc = tiny_encoder_dir(tmp, "speech2text", dropout=0.0, activation_dropout=0.0, attention_dropout=0.0)
+    recipe = {
+        "task": "asr",
+        "model": {
+            "encoder": str(enc),
+            "decoder": minilm_path(),
+            "decoder_options": {
+                "num_hidden_layers": 1,
+                "hidden_dropout_prob": 0.0,
+                "attention_probs_dropout_prob": 0.0,
+            },
+        },
+        "data": {
+            "train": [{"path": str(corpus / "train.jsonl"), "limit": 8}],
+            "dev": [{"path": str(corpus / "dev.jsonl"), "name": "dev", "limit": 3}],
+            "batching": {"max_duration": 1000, "max_batch_size": 8, "shuffle": False},
+        },
+        "optim": {"lr": 1e-3, "warmup_steps": 0, "scheduler": "constant"},
+        "train": {"max_steps": 2, "seed": 0, "log_every": 1},
+        "eval": {"every_steps": 100, "max_new_tokens": 5},
+        "checkpoint": {"every_steps": 1, "keep_last": 5},
+        "log": {"plots": False},
+    }
+    for key, value in sections.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+__all__ = [
+    "AutoModel",
+    "make_tiny_model_dir",
+    "minilm_path",
+    "tiny_encoder_config",
+    "tiny_encoder_dir",
+    "write_tiny_recipe",
+]

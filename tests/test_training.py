@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from helpers import minilm_path, tiny_encoder_dir
+from helpers import write_tiny_recipe as write_recipe
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -24,37 +25,6 @@ def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
     synthesize_corpus(out, kind="digits", num=40, seed=3, progress=False)
     return out
-
-
-def write_recipe(tmp: Path, corpus: Path, **sections) -> Path:
-    enc = tiny_encoder_dir(tmp, "speech2text", dropout=0.0, activation_dropout=0.0, attention_dropout=0.0)
-    recipe = {
-        "task": "asr",
-        "model": {
-            "encoder": str(enc),
-            "decoder": minilm_path(),
-            "decoder_options": {
-                "num_hidden_layers": 1,
-                "hidden_dropout_prob": 0.0,
-                "attention_probs_dropout_prob": 0.0,
-            },
-        },
-        "data": {
-            "train": [{"path": str(corpus / "train.jsonl"), "limit": 8}],
-            "dev": [{"path": str(corpus / "dev.jsonl"), "name": "dev", "limit": 3}],
-            "batching": {"max_duration": 1000, "max_batch_size": 8, "shuffle": False},
-        },
-        "optim": {"lr": 1e-3, "warmup_steps": 0, "scheduler": "constant"},
-        "train": {"max_steps": 2, "seed": 0, "log_every": 1},
-        "eval": {"every_steps": 100, "max_new_tokens": 5},
-        "checkpoint": {"every_steps": 1, "keep_last": 5},
-        "log": {"plots": False},
-    }
-    for key, value in sections.items():
-        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
 
 
 def torchrun_train(recipe_path: Path, out: Path, *extra: str) -> None:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-from helpers import minilm_path, tiny_encoder_dir
+from helpers import write_tiny_recipe
 
 
 def speeched_cmd() -> list[str]:
@@ -49,36 +48,26 @@ def run_cli(args: list[str], cache_dir: Path, timeout: float = 300) -> subproces
     )
 
 
+RELIABILITY_DEFAULTS: dict[str, Any] = {
+    "data": {
+        "train": [],  # filled in with the corpus below
+        "dev": [],
+        "batching": {"max_duration": 1000, "max_batch_size": 3, "shuffle": True},
+    },
+    "train": {"max_steps": 4, "seed": 0, "log_every": 1},
+    "eval": {"every_steps": None},
+    "checkpoint": {"every_steps": 1, "keep_last": 3},
+}
+
+
 def tiny_recipe(tmp: Path, corpus: Path, **sections: Any) -> Path:
-    """A recipe for a few-second CPU run: tiny Speech2Text encoder + 1-layer MiniLM decoder, no dropout."""
+    """tests/helpers.write_tiny_recipe with this suite's defaults: no dev set, 12 utterances, 4 steps."""
     tmp.mkdir(parents=True, exist_ok=True)
-    enc = tiny_encoder_dir(tmp, "speech2text", dropout=0.0, activation_dropout=0.0, attention_dropout=0.0)
-    recipe: dict[str, Any] = {
-        "task": "asr",
-        "model": {
-            "encoder": str(enc),
-            "decoder": minilm_path(),
-            "decoder_options": {
-                "num_hidden_layers": 1,
-                "hidden_dropout_prob": 0.0,
-                "attention_probs_dropout_prob": 0.0,
-            },
-        },
-        "data": {
-            "train": [{"path": str(corpus / "train.jsonl"), "limit": 12}],
-            "batching": {"max_duration": 1000, "max_batch_size": 3, "shuffle": True},
-        },
-        "optim": {"lr": 1e-3, "warmup_steps": 0, "scheduler": "constant"},
-        "train": {"max_steps": 4, "seed": 0, "log_every": 1},
-        "eval": {"every_steps": None},
-        "checkpoint": {"every_steps": 1, "keep_last": 3},
-        "log": {"plots": False},
-    }
+    merged: dict[str, Any] = {k: dict(v) for k, v in RELIABILITY_DEFAULTS.items()}
+    merged["data"]["train"] = [{"path": str(corpus / "train.jsonl"), "limit": 12}]
     for key, value in sections.items():
-        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return write_tiny_recipe(tmp, corpus, **merged)
 
 
 def checkpoint_weights(run: Path, step: int) -> dict[str, Any]:
