@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from speeched.commands import options
+
 
 def _fmt(value: Any, pct: bool = False) -> str:
     if value is None:
@@ -84,14 +86,8 @@ def command(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report directory [default: runs/eval/MODEL-DATA]."
     ),
-    num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy search."),
-    ctc_weight: float = typer.Option(
-        0.0,
-        "--ctc-weight",
-        min=0.0,
-        max=1.0,
-        help="Joint CTC/attention rescoring weight λ (needs a CTC head).",
-    ),
+    num_beams: int = options.NUM_BEAMS,
+    ctc_weight: float = options.CTC_WEIGHT,
     max_duration: float = typer.Option(120.0, "--max-duration", help="Seconds of audio per batch."),
     max_batch_size: int | None = typer.Option(
         None, "--max-batch-size", min=1, help="Cap on utterances per batch."

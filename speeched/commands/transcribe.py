@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from speeched.commands import options
 from speeched.transcription.formats import FORMATS
 
 
@@ -40,14 +41,8 @@ def command(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (one input) or directory (several); default: stdout."
     ),
-    num_beams: int = typer.Option(1, "--num-beams", min=1, help="1 = greedy search."),
-    ctc_weight: float = typer.Option(
-        0.0,
-        "--ctc-weight",
-        min=0.0,
-        max=1.0,
-        help="Joint CTC/attention rescoring weight λ (needs a CTC head).",
-    ),
+    num_beams: int = options.NUM_BEAMS,
+    ctc_weight: float = options.CTC_WEIGHT,
     segment: str = typer.Option("silence", "--segment", help="How long audio is cut: silence | fixed."),
     max_segment: float = typer.Option(
         20.0, "--max-segment", help="Longest segment decoded at once (seconds)."
