@@ -500,11 +500,14 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         ctc_labels: list[str] | None,
         loss_reduction: str,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """(1-λ)·loss + λ·CTC when CTC labels are given (both couplings share this); also the CTC logits at eval.
+        """(1-λ)·loss + λ·CTC when CTC labels are given (both couplings share this).
+
+        The CTC head runs only then: `generate` calls forward once per token, and decoding with the CTC head
+        (joint_decoding, rescoring) applies `self.ctc_head` to `encode()`'s output once per utterance.
 
         Returns (loss, ctc_loss_sum, num_ctc_utterances, ctc_logits)."""
         ctc_sum = num_ctc = ctc_logits = None
-        if self.config.ctc_vocab and (ctc_labels is not None or not self.training):
+        if self.config.ctc_vocab and ctc_labels is not None:
             ctc_logits = self.ctc_head(encoder_outputs.raw_last_hidden_state)
         if ctc_labels is not None and self.config.ctc_weight > 0:
             ctc_sum, num_ctc = self._ctc_loss(ctc_logits, encoder_outputs.raw_attention_mask, ctc_labels)
