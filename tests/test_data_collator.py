@@ -75,6 +75,8 @@ def test_logmel_extractor_batch_and_prefix(utts, tok):
         task="st",
         decoder_prefix=lambda u: [lang_id] if u.lang == "de" else [],
         normalize_target=str.upper,
+        decoder_start_token_id=101,
+        pad_token_id=0,
     )
     ds = SpeechDataset(utts, fe.sampling_rate)
     batch = coll([ds[0], ds[1]])
@@ -82,9 +84,19 @@ def test_logmel_extractor_batch_and_prefix(utts, tok):
     assert feats.ndim == 3 and feats.shape[0] == 2 and feats.shape[2] == 80
     assert batch["attention_mask"].shape == feats.shape[:2]
     assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum() == feats.shape[1]
-    assert batch["labels"][0, 0] == lang_id and batch["labels"][0, 1] != lang_id
+    # The language token is a forced decoder input, never a predicted label.
     body = tok("HALLO 0", add_special_tokens=False).input_ids
-    assert batch["labels"][0, 1 : 1 + len(body)].tolist() == body
+    labels, dec = batch["labels"], batch["decoder_input_ids"]
+    assert labels[0, 0] == -100 and labels[0, 1 : 1 + len(body)].tolist() == body
+    assert dec[0, :2].tolist() == [101, lang_id] and dec[0, 2 : 2 + len(body)].tolist() == body[:]
+    # an example without a prefix: plain shift-right of its labels
+    utts[1].lang = None
+    plain = coll([ds[0], ds[1]])
+    n1 = int((plain["labels"][1] != -100).sum())
+    assert plain["labels"][1, 0] != -100
+    assert plain["decoder_input_ids"][1, 0] == 101
+    assert plain["decoder_input_ids"][1, 1:n1].tolist() == plain["labels"][1, : n1 - 1].tolist()
+    assert batch["num_target_tokens"] == int((labels != -100).sum())
 
 
 def test_pad_equals_eos_keeps_final_eos(utts, tok):

@@ -92,8 +92,8 @@ class _LengthModel(torch.nn.Module):
 
 
 class _WordTokenizer:
-    def batch_decode(self, sequences: torch.Tensor, skip_special_tokens: bool = True) -> list[str]:
-        return [" ".join(f"w{t - 100}" for t in seq.tolist() if t >= 100) for seq in sequences]
+    def batch_decode(self, sequences: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        return [" ".join(f"w{t - 100}" for t in list(seq) if t >= 100) for seq in sequences]
 
 
 def test_duration_batches_map_every_hypothesis_back_to_its_utterance(tmp_path: Path) -> None:

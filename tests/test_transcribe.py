@@ -191,8 +191,8 @@ class _LoopingModel(torch.nn.Module):
 
 
 class _Tok:
-    def batch_decode(self, sequences: torch.Tensor, skip_special_tokens: bool = True) -> list[str]:
-        return [" ".join(f"w{t}" for t in seq.tolist() if t > 2) for seq in sequences]
+    def batch_decode(self, sequences: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        return [" ".join(f"w{t}" for t in list(seq) if t > 2) for seq in sequences]
 
 
 def test_runaway_decoding_is_capped_by_duration_and_loops_are_cut(audio: dict) -> None:

@@ -121,6 +121,8 @@ def command(
     progress: bool = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
     ),
+    src_lang: str | None = options.SRC_LANG,
+    tgt_lang: str | None = options.TGT_LANG,
 ) -> None:
     """Decode a data set with generate() and score it."""
     from pydantic import ValidationError
@@ -169,6 +171,8 @@ def command(
             device=device,
             progress=sys.stderr.isatty() if progress is None else progress,
             log=lambda msg: typer.echo(msg, err=True),
+            src_lang=src_lang,
+            tgt_lang=tgt_lang,
         )
     except (OSError, ValueError, ManifestError) as err:
         typer.echo(f"error: {err}", err=True)

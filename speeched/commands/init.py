@@ -33,6 +33,21 @@ def command(
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Allow code from the checkpoints."
     ),
+    task: str = typer.Option(
+        "asr", "--task", help="asr | st: picks the task token of Whisper-style prompts."
+    ),
+    src_lang: str | None = typer.Option(None, "--src-lang", help="Default language of the speech."),
+    tgt_lang: str | None = typer.Option(
+        None, "--tgt-lang", help="Default output language for st (checked against the tokenizer, e.g. de_DE)."
+    ),
+    prompt_style: str = typer.Option(
+        "auto", "--prompt-style", help="auto | none | lang_token | whisper | template (decoder prefix)."
+    ),
+    prompt_template: str | None = typer.Option(
+        None,
+        "--prompt-template",
+        help="Text prefix, e.g. '{tgt_lang}:' (fields task src_lang tgt_lang lang).",
+    ),
 ) -> None:
     """Compose a model from a pretrained speech encoder and text decoder and save it to OUT."""
     from speeched.logging_setup import setup_logging
@@ -58,13 +73,22 @@ def command(
             extensions=extensions,
             generation=parse_options(generation_option, "--generation-option"),
             trust_remote_code=trust_remote_code,
+            prompt={
+                "task": task,
+                "style": prompt_style,
+                "src_lang": src_lang,
+                "tgt_lang": tgt_lang,
+                "template": prompt_template,
+            },
         )
         loaded = init_model(spec, out)
     except ValueError as err:
         typer.echo(f"speeched init: {err}", err=True)
         raise typer.Exit(2) from err
     from speeched.modeling.compose import format_init_report
+    from speeched.modeling.prompting import describe, prompt_spec
 
     typer.echo(format_init_report(loaded.model.init_report))
+    typer.echo(describe(prompt_spec(loaded.model), loaded.tokenizer))
     n = sum(p.numel() for p in loaded.model.parameters())
     typer.echo(f"wrote {out} ({n / 1e6:.1f} M parameters; coupling={loaded.model.config.coupling})")

@@ -12,3 +12,15 @@ CTC_WEIGHT = typer.Option(
     max=1.0,
     help="λ of joint CTC/attention beam search (needs a CTC head; 0 = plain generate).",
 )
+SRC_LANG = typer.Option(
+    None,
+    "--src-lang",
+    help="Language of the speech, for models with a language prefix (default: the model's; a manifest's "
+    "`lang` column wins in eval).",
+)
+TGT_LANG = typer.Option(
+    None,
+    "--tgt-lang",
+    help="Output language of translation models, e.g. de or de_DE (default: the model's; a manifest's "
+    "`tgt_lang` column wins in eval). Checked against the tokenizer's language tokens.",
+)

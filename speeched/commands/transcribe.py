@@ -58,6 +58,8 @@ def command(
     progress: bool = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
     ),
+    src_lang: str | None = options.SRC_LANG,
+    tgt_lang: str | None = options.TGT_LANG,
 ) -> None:
     """Transcribe audio files, directories or globs (long-form too)."""
     from speeched.evaluation.runner import load_inference_model
@@ -93,10 +95,19 @@ def command(
         tokens_per_second=tokens_per_second,
         device=device,
         progress=sys.stderr.isatty() if progress is None else progress,
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
     )
+    from speeched.modeling.prompting import PromptError
+
+    try:
+        transcriber = Transcriber(*loaded, options)
+    except PromptError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
     targets = _output_paths(paths, output, fmt) if output is not None else None
     failed = len(failures)
-    for result in Transcriber(*loaded, options).run(paths):
+    for result in transcriber.run(paths):
         if isinstance(result, FailedFile):
             failed += 1
             typer.echo(

@@ -22,10 +22,15 @@ IGNORE_INDEX = -100
 class SpeechCollator:
     """Batch {"array", "utterance", ...} items into `input_values|input_features`, masks and labels.
 
-    labels = decoder_prefix(utt) + tokenizer(target, add_special_tokens=False) + [eos_token_id], padded with
-    -100 (never with pad/eos: where pad == eos, padding with it would hide the real final EOS).
+    labels = tokenizer(target, add_special_tokens=False) + [eos_token_id], padded with -100 (never with
+    pad/eos: where pad == eos, padding with it would hide the real final EOS).
     Also returns `ids`, `audio_seconds` (float, unpadded total) and `num_target_tokens` (non-ignored labels)
     for logging and per-token loss normalisation.
+
+    `decoder_prefix(utt)` (speeched.modeling.prompting.DecoderPrompt.for_utterance) gives the forced
+    task/language tokens. They condition the decoder and are never predicted: with `prefix_coupling` they
+    go to `prompt_ids` (the LLM prompt after the speech); otherwise the batch gets explicit
+    `decoder_input_ids = [start] + prefix + target` and the prefix positions of `labels` are -100.
     """
 
     def __init__(
@@ -37,6 +42,9 @@ class SpeechCollator:
         decoder_prefix: Callable[[Utterance], list[int]] | None = None,
         normalize_target: Callable[[str], str] | None = None,
         max_target_tokens: int | None = None,
+        decoder_start_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        prefix_coupling: bool = False,
     ) -> None:
         if task not in ("asr", "st"):
             raise ValueError(f"task must be 'asr' or 'st', got {task!r}")
@@ -53,6 +61,11 @@ class SpeechCollator:
             )
         self.eos_token_id = int(eos_token_id)
         self.decoder_prefix = decoder_prefix
+        self.decoder_start_token_id = decoder_start_token_id
+        self.pad_token_id = pad_token_id if pad_token_id is not None else self.eos_token_id
+        self.prefix_coupling = prefix_coupling
+        if decoder_prefix is not None and not prefix_coupling and decoder_start_token_id is None:
+            raise ValueError("a decoder_prefix needs decoder_start_token_id (to build decoder_input_ids)")
         self.normalize_target = normalize_target
         self.max_target_tokens = max_target_tokens
         names = list(getattr(feature_extractor, "model_input_names", []) or [])
@@ -83,20 +96,37 @@ class SpeechCollator:
         return out
 
     def labels(self, utts: list[Utterance]) -> tuple[torch.Tensor, int]:
+        """Labels and the number of predicted tokens (see `label_inputs` for prefixes)."""
+        out = self.label_inputs(utts)
+        return out["labels"], out["num_target_tokens"]
+
+    def label_inputs(self, utts: list[Utterance]) -> dict[str, Any]:
+        """labels, num_target_tokens and, when examples have a prefix, decoder_input_ids or prompt_ids."""
         texts = self.targets(utts)
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        seqs = []
-        for u, t in zip(utts, ids, strict=True):
-            prefix = list(self.decoder_prefix(u)) if self.decoder_prefix else []
+        prefixes = [list(self.decoder_prefix(u)) if self.decoder_prefix else [] for u in utts]
+        inline = any(prefixes) and not self.prefix_coupling  # prefix tokens are decoder inputs
+        seqs, masked = [], []
+        for prefix, t in zip(prefixes, ids, strict=True):
             body = list(t)
+            used = len(prefix) if inline else 0
             if self.max_target_tokens is not None:
-                body = body[: max(0, self.max_target_tokens - len(prefix) - 1)]
-            seqs.append(prefix + body + [self.eos_token_id])
+                body = body[: max(0, self.max_target_tokens - used - 1)]
+            seqs.append((prefix if inline else []) + body + [self.eos_token_id])
+            masked.append(used)
         width = max(len(s) for s in seqs)
         labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            labels[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        return labels, sum(len(s) for s in seqs)
+        for i, (s, m) in enumerate(zip(seqs, masked, strict=True)):
+            labels[i, m : len(s)] = torch.tensor(s[m:], dtype=torch.long)
+        out: dict[str, Any] = {"labels": labels, "num_target_tokens": int((labels != IGNORE_INDEX).sum())}
+        if inline:
+            dec = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+            for i, s in enumerate(seqs):
+                dec[i, : len(s)] = torch.tensor([self.decoder_start_token_id, *s[:-1]], dtype=torch.long)
+            out["decoder_input_ids"] = dec
+        elif any(prefixes):
+            out["prompt_ids"] = prefixes
+        return out
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         if not items:
@@ -121,10 +151,12 @@ class SpeechCollator:
         if self.return_attention_mask and "attention_mask" in feats:
             batch["attention_mask"] = feats["attention_mask"]
         utts = [it["utterance"] for it in items]
-        batch["labels"], batch["num_target_tokens"] = self.labels(utts)
+        batch.update(self.label_inputs(utts))
         batch["targets"] = self.targets(utts)
         # The CTC auxiliary loss reads transcripts (for st too: CTC needs a monotonic target, a translation is not)
-        batch["transcripts"] = [self.normalize_target(u.text) if self.normalize_target else u.text for u in utts]
+        batch["transcripts"] = [
+            self.normalize_target(u.text) if self.normalize_target else u.text for u in utts
+        ]
         batch["ids"] = [it["id"] for it in items]
         batch["audio_seconds"] = float(sum(len(a) for a in arrays) / self.sampling_rate)
         return batch

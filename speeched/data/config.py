@@ -53,7 +53,15 @@ class DataSource(StrictModel):
     split: str | None = Field(None, description="`datasets` split")
     columns: Columns = Field(default_factory=Columns)
     filters: Filters = Field(default_factory=Filters)
-    weight: float = Field(1.0, gt=0, description="sampling weight when several training sources are mixed")
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "training sources only: upsampling factor per epoch. Each epoch takes floor(weight) copies of "
+            "every utterance plus a fresh random round(frac(weight) × N) of them (0.2 = a new 20% each "
+            "epoch, 3 = every utterance 3 times); `train.epochs` counts these weighted epochs"
+        ),
+    )
     limit: int | None = Field(None, gt=0, description="use only the first N utterances (debugging)")
 
 

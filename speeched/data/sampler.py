@@ -8,6 +8,16 @@ sort key is the log-duration plus seeded noise (`jitter`), which swaps near-equa
 neighbouring batches, the packing starts at a random offset, and the batch order is shuffled.
 Everything is a pure function of (seed, epoch), so every rank computes the same global batch list
 without communication, and resuming only needs the number of batches already taken.
+
+Weighted sources (fairseq/NeMo "upsampling factor" semantics): with `source_ids` (which source each
+utterance came from) and `source_weights`, an epoch packs a multiset of indices instead of every index
+once. A source of n utterances with weight w contributes floor(w) full copies of every utterance plus a
+random subset of round(frac(w) * n) utterances drawn without replacement, fresh each epoch: 0.2 = a new
+random 20% per epoch (replay against forgetting), 3 = every utterance three times (up-sampling). The
+per-source counts are the same every epoch (round(w * n)); the subset is a pure function of (seed,
+epoch), so ranks still agree without communication and resume stays exact. All weights 1.0 is exactly
+the unweighted sampler. Copies are packed like any other utterance, so in a small data set two copies
+may share a batch (same expected gradient, a little more variance).
 """
 
 from __future__ import annotations
@@ -40,6 +50,90 @@ def _resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+_SUBSET_STREAM = 0x5EED  # separates the subset draws from the batch-order stream default_rng([seed, epoch])
+
+
+def _check_sources(
+    n: int, source_ids: Sequence[int] | None, source_weights: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated (ids, weights); no ids means one source, no weights means all 1.0."""
+    ids = np.zeros(n, dtype=np.int64) if source_ids is None else np.asarray(source_ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(
+            f"source_ids has {ids.size} entries for {n} utterances: give one source id per utterance"
+        )
+    if source_weights is None:
+        weights = np.ones(int(ids.max()) + 1 if n else 1, dtype=np.float64)
+    else:
+        weights = np.asarray(source_weights, dtype=np.float64)
+    if weights.ndim != 1 or len(weights) == 0:
+        raise ValueError("source_weights must be a non-empty list, one weight per source")
+    if not np.isfinite(weights).all() or (weights <= 0).any():
+        raise ValueError(f"source weights must be positive and finite, got {weights.tolist()}")
+    if n and (ids.min() < 0 or ids.max() >= len(weights)):
+        raise ValueError(f"source ids must lie in [0, {len(weights)}) for {len(weights)} source weights")
+    return ids, weights
+
+
+def source_counts(source_ids: np.ndarray, source_weights: np.ndarray) -> list[tuple[int, int, int]]:
+    """(n_s, full copies, subset size) per source. Depends on the weights only, never on the epoch."""
+    out = []
+    for s, w in enumerate(source_weights.tolist()):
+        n_s = int((source_ids == s).sum())
+        copies = math.floor(w)
+        total = math.floor(w * n_s + 0.5)  # round half up; = copies * n_s + round(frac(w) * n_s)
+        out.append((n_s, copies, total - copies * n_s))
+    return out
+
+
+def epoch_indices(
+    source_ids: Sequence[int], source_weights: Sequence[float], seed: int, epoch: int
+) -> np.ndarray:
+    """The multiset of utterance indices that epoch `epoch` trains on, sorted (a pure function of its args).
+
+    Source s with weight w gives floor(w) copies of each of its utterances plus round(frac(w) * n_s) of
+    them drawn without replacement from default_rng([seed, epoch, _SUBSET_STREAM, s]): a different subset
+    every epoch, the same one on every rank and after a resume."""
+    ids, weights = _check_sources(len(source_ids), source_ids, source_weights)
+    parts = []
+    for s, (_, copies, extra) in enumerate(source_counts(ids, weights)):
+        members = np.flatnonzero(ids == s)
+        parts.extend([members] * copies)
+        if extra:
+            rng = np.random.default_rng([seed, epoch, _SUBSET_STREAM, s])
+            parts.append(rng.choice(members, size=extra, replace=False))
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+def source_mix(
+    durations: Sequence[float],
+    source_ids: Sequence[int] | None = None,
+    source_weights: Sequence[float] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """What each source contributes to one epoch, for the training log: utterances (exact), hours
+    (expected: the subset's hours vary a little) and share of the epoch's utterances."""
+    d = np.asarray(durations, dtype=np.float64)
+    ids, weights = _check_sources(len(d), source_ids, source_weights)
+    counts = source_counts(ids, weights)
+    total = sum(c * n + e for n, c, e in counts) or 1
+    rows = []
+    for s, (n_s, copies, extra) in enumerate(counts):
+        per_epoch = copies * n_s + extra
+        hours = float(d[ids == s].sum()) / 3600.0
+        rows.append(
+            {
+                "source": names[s] if names else str(s),
+                "weight": float(weights[s]),
+                "utterances": n_s,
+                "utterances_per_epoch": per_epoch,
+                "hours_per_epoch": hours * per_epoch / n_s if n_s else 0.0,
+                "share": per_epoch / total,
+            }
+        )
+    return rows
+
+
 class DurationBucketSampler:
     """Yield lists of dataset indices whose audio adds up to at most `max_duration` seconds.
 
@@ -48,6 +142,11 @@ class DurationBucketSampler:
     a few utterances are seen twice in that epoch) unless `drop_last`, which instead drops the last
     incomplete round. Call `set_epoch(e)` before each epoch, like `DistributedSampler`.
     `state_dict()`/`load_state_dict()` resume mid-epoch with the identical remaining batches.
+
+    Weighted sources: `source_ids[i]` is the source of utterance i, `source_weights[s]` its upsampling
+    factor. Each epoch packs `epoch_indices(...)`: floor(w) copies of every utterance of a source plus a
+    fresh random round(frac(w) * n_s) of them (see the module docstring), so `len()` counts the batches of
+    the current epoch. All weights 1.0 (or none given) gives exactly the unweighted batches.
     """
 
     def __init__(
@@ -62,6 +161,8 @@ class DurationBucketSampler:
         rank: int | None = None,
         world_size: int | None = None,
         num_buckets: int | None = None,
+        source_ids: Sequence[int] | None = None,
+        source_weights: Sequence[float] | None = None,
     ) -> None:
         if max_duration is None and max_batch_size is None:
             raise ValueError("set max_duration (seconds per batch) and/or max_batch_size")
@@ -72,6 +173,13 @@ class DurationBucketSampler:
             bad = int(np.flatnonzero(~np.isfinite(d) | (d <= 0))[0])
             raise ValueError(f"duration[{bad}] = {d[bad]!r}: every utterance needs a positive duration")
         self.durations = d
+        self.source_ids, self.source_weights = _check_sources(len(d), source_ids, source_weights)
+        self.weighted = bool((self.source_weights != 1.0).any())
+        per_epoch = sum(c * n + e for n, c, e in source_counts(self.source_ids, self.source_weights))
+        if per_epoch == 0:
+            raise ValueError(
+                f"source weights {self.source_weights.tolist()} leave no utterance in an epoch: raise a weight"
+            )
         self.max_duration = max_duration
         self.max_batch_size = max_batch_size
         self.shuffle = shuffle
@@ -113,10 +221,14 @@ class DurationBucketSampler:
         """All batches of `epoch` for all ranks, in the order they are dealt out."""
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, epoch])
-        key = np.log(self.durations)
+        if self.weighted:
+            members = epoch_indices(self.source_ids, self.source_weights, self.seed, epoch)
+        else:
+            members = np.arange(len(self.durations))  # exactly the unweighted sampler's draws
+        key = np.log(self.durations[members])
         if self.shuffle and self.jitter > 0:
             key = key + rng.uniform(-self.jitter, self.jitter, size=len(key))
-        order = np.argsort(key, kind="stable")
+        order = members[np.argsort(key, kind="stable")]
         if self.shuffle and len(order) > 1:
             # A random-size first batch moves every batch boundary each epoch (costs one small batch).
             batches = self._pack(order, first_fill=float(rng.uniform(0.05, 1.0)))
@@ -134,6 +246,10 @@ class DurationBucketSampler:
         elif self.drop_last and self.max_batch_size and len(batches[-1]) < self.max_batch_size:
             batches = batches[:-1]
         return batches
+
+    def source_mix(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Utterances/hours/share per source in one epoch (see `source_mix`)."""
+        return source_mix(self.durations, self.source_ids, self.source_weights, names)
 
     def _rank_batches(self) -> list[list[int]]:
         if self._cache is None or self._cache[0] != self.epoch:
@@ -163,13 +279,16 @@ class DurationBucketSampler:
     def state_dict(self, batches_consumed: int | None = None) -> dict[str, Any]:
         """Where this epoch stands. With DataLoader prefetching the sampler runs ahead of training:
         pass the number of batches the training loop actually consumed this epoch as `batches_consumed`."""
-        return {
+        state = {
             "epoch": self.epoch,
             "seed": self.seed,
             "batches_yielded": self._yielded if batches_consumed is None else batches_consumed,
             "world_size": self.world_size,
             "num_utterances": len(self.durations),
         }
+        if self.weighted:  # unweighted state stays as before, so older checkpoints still load
+            state["source_weights"] = self.source_weights.tolist()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next `__iter__` yields exactly the batches not yet taken in `state['epoch']`."""
@@ -182,6 +301,14 @@ class DurationBucketSampler:
             raise ValueError(
                 f"sampler state is for {state['num_utterances']} utterances, this data has {len(self.durations)}; "
                 "the training data changed since the checkpoint"
+            )
+        saved = state.get("source_weights")
+        mine = self.source_weights.tolist() if self.weighted else None
+        if saved != mine:
+            raise ValueError(
+                f"sampler state was saved with source weights {saved or 'all 1.0'} but this run has "
+                f"{mine or 'all 1.0'}; the epoch's utterances would differ: resume with the same weights "
+                "(or restart the epoch)"
             )
         self.epoch, self.seed = int(state["epoch"]), int(state["seed"])
         self._skip = self._yielded = int(state["batches_yielded"])

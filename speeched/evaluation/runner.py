@@ -138,18 +138,39 @@ def token_cap(model: Any, options: DecodeOptions, seconds: float) -> int:
 
 
 def generate_batch(
-    model: Any, tokenizer: Any, feature_extractor: Any, arrays: Sequence[np.ndarray], options: DecodeOptions
+    model: Any,
+    tokenizer: Any,
+    feature_extractor: Any,
+    arrays: Sequence[np.ndarray],
+    options: DecodeOptions,
+    prefix: Sequence[int] | None = None,
 ) -> list[Decoded]:
-    """Decode one batch (greedy or beam search, KV-cached); results in input order."""
+    """Decode one batch (greedy or beam search, KV-cached); results in input order.
+
+    `prefix`: the forced task/language tokens every input of the batch shares (from
+    `speeched.modeling.prompting.DecoderPrompt`, exactly as the training collator built them). They are
+    decoder inputs after the start token (cross-attention) or the prompt after the speech (prefix
+    coupling), never part of the returned text.
+    """
     import torch
 
     device = next(model.parameters()).device
     sr = feature_extractor.sampling_rate
     inputs = model_inputs(feature_extractor, arrays, device)
     cap = token_cap(model, options, max(len(a) for a in arrays) / sr)
+    prefix = [int(t) for t in prefix or []]
     if options.ctc_weight > 0:
-        return _generate_rescored(model, tokenizer, inputs, cap, options)
+        return _generate_rescored(model, tokenizer, inputs, cap, options, prefix)
     kwargs: dict[str, Any] = {"max_new_tokens": cap, "num_beams": options.num_beams, "do_sample": False}
+    start = getattr(model.generation_config, "decoder_start_token_id", None)
+    if start is None:
+        start = model.config.decoder_start_token_id
+    cross = getattr(model.config, "coupling", "cross_attention") != "prefix"
+    head = [start, *prefix] if cross else []
+    if prefix and cross:
+        kwargs["decoder_input_ids"] = torch.tensor([head] * len(arrays), dtype=torch.long, device=device)
+    elif prefix:
+        kwargs["prompt_ids"] = [prefix] * len(arrays)
     if options.num_beams > 1:
         kwargs["early_stopping"] = True
     if options.no_repeat_ngram_size:
@@ -165,12 +186,12 @@ def generate_batch(
         hf_logging.set_verbosity(verbosity)
     if not torch.is_tensor(sequences):
         sequences = sequences.sequences
-    texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
+    rows = sequences.tolist()
+    bodies = [seq[len(head) :] if seq[: len(head)] == head else seq for seq in rows]
+    texts = tokenizer.batch_decode(bodies, skip_special_tokens=True)
     eos = _eos_ids(model, tokenizer)
-    start = getattr(model.generation_config, "decoder_start_token_id", None)
     out = []
-    for seq, text in zip(sequences.tolist(), texts, strict=True):
-        body = seq[1:] if seq and seq[0] == start else seq
+    for seq, body, text in zip(rows, bodies, texts, strict=True):
         end = next((i for i, t in enumerate(body) if t in eos), None)
         n = len(body) if end is None else end
         ids = seq[: len(seq) - len(body) + n + (0 if end is None else 1)]
@@ -179,7 +200,7 @@ def generate_batch(
 
 
 def _generate_rescored(
-    model: Any, tokenizer: Any, inputs: dict[str, Any], cap: int, options: DecodeOptions
+    model: Any, tokenizer: Any, inputs: dict[str, Any], cap: int, options: DecodeOptions, prefix: list[int]
 ) -> list[Decoded]:
     """Joint CTC/attention decoding: (1-λ)·attention + λ·CTC prefix scores inside the beam search for
     cross-attention models; N-best rescoring for prefix-coupled LLMs."""
@@ -195,7 +216,14 @@ def _generate_rescored(
         from speeched.modeling.joint_decoding import joint_decode
 
         token_lists = joint_decode(
-            model, tokenizer, inputs[name], inputs.get("attention_mask"), beams, options.ctc_weight, cap
+            model,
+            tokenizer,
+            inputs[name],
+            inputs.get("attention_mask"),
+            beams,
+            options.ctc_weight,
+            cap,
+            prefix=prefix,
         )
         texts = tokenizer.batch_decode(token_lists, skip_special_tokens=True)
     else:
@@ -211,6 +239,7 @@ def _generate_rescored(
                 ctc_weight=options.ctc_weight,
                 max_new_tokens=cap,
                 do_sample=False,
+                **({"prompt_ids": [prefix] * inputs[name].shape[0]} if prefix else {}),
             )
         token_lists = [list(scored.token_ids[b][i]) for b, i in enumerate(scored.best)]
         texts = [scored.texts[b][i] for b, i in enumerate(scored.best)]
@@ -260,22 +289,30 @@ def decode_utterances(
     task: str = "asr",
 ) -> tuple[list[Prediction | None], list[dict[str, str]]]:
     """Decode every utterance; returns (predictions in input order, None where audio failed; failures)."""
+    from speeched.modeling.prompting import decoder_prompt
+
     options = options or DecodeOptions()
     sr = feature_extractor.sampling_rate
+    prompt = decoder_prompt(model, tokenizer)
+    prompt.check(utterances)  # a missing/unknown language fails before any decoding
     durations = [_duration(u) for u in utterances]
     preds: list[Prediction | None] = [None] * len(utterances)
     failed: list[dict[str, str]] = []
     with _progress(sum(durations), options) as bar:
         for b, batch in enumerate(duration_batches(durations, options)):
-            arrays, keep = [], []
+            groups: dict[tuple[int, ...], tuple[list[int], list[np.ndarray]]] = {}
             for i in batch:
                 try:
-                    arrays.append(load_audio(utterances[i], sr, check=False))
-                    keep.append(i)
+                    audio = load_audio(utterances[i], sr, check=False)
                 except AudioError as err:
                     failed.append({"id": utterances[i].id, "reason": err.reason, "detail": str(err)})
-            if arrays:
-                decoded = generate_batch(model, tokenizer, feature_extractor, arrays, options)
+                    continue
+                keep, arrays = groups.setdefault(tuple(prompt.for_utterance(utterances[i])), ([], []))
+                keep.append(i)
+                arrays.append(audio)
+            # One generate() per distinct prefix (e.g. per target language in a multi-target manifest).
+            for prefix, (keep, arrays) in groups.items():
+                decoded = generate_batch(model, tokenizer, feature_extractor, arrays, options, list(prefix))
                 for i, x, d in zip(keep, arrays, decoded, strict=True):
                     u = utterances[i]
                     preds[i] = Prediction(
@@ -412,6 +449,26 @@ def majority_lang(utterances: Sequence[Utterance], task: str) -> str | None:
     return langs.most_common(1)[0][0] if langs else None
 
 
+BY_LANGUAGE_KEYS = ("num_utterances", "wer", "cer", "bleu", "chrf", "bleu_signature")
+
+
+def score_by_language(
+    predictions: Sequence[Prediction], utterances: Sequence[Utterance], task: str, normalizer: Normalizer
+) -> dict[str, dict[str, Any]]:
+    """Scores per output language when a set mixes several (a multi-target ST model): one corpus BLEU
+    over German and French together says little, and each language gets its own BLEU tokenizer."""
+    output = {u.id: (u.tgt_lang if task == "st" else u.lang) for u in utterances}
+    langs = sorted({output.get(p.id) or "?" for p in predictions})
+    if len(langs) < 2:
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for lang in langs:
+        subset = [p for p in predictions if (output.get(p.id) or "?") == lang]
+        scores, _ = score_predictions(subset, task, normalizer, M.bleu_tokenizer_for(lang)[0])
+        out[lang] = {k: scores[k] for k in BY_LANGUAGE_KEYS if k in scores}
+    return out
+
+
 def evaluate_utterances(
     model: Any,
     tokenizer: Any,
@@ -437,6 +494,9 @@ def evaluate_utterances(
     if task == "st" and note:
         metrics["bleu_tokenizer_note"] = note
     metrics["target_lang"] = lang
+    by_language = score_by_language(done, utterances, task, normalizer)
+    if by_language:
+        metrics["by_language"] = by_language
     audio = sum(p.duration for p in done)
     metrics["audio_seconds"] = round(audio, 3)
     metrics["decode_seconds"] = round(seconds, 3)
@@ -506,13 +566,17 @@ def check_batching(
     """
     from tqdm import tqdm
 
+    from speeched.modeling.prompting import decoder_prompt
+
+    prompt = decoder_prompt(model, tokenizer)
     by_id = {u.id: u for u in utterances}
     sr = feature_extractor.sampling_rate
     diff = []
     for p in tqdm(batched, desc="batch-size-1 check", unit="utt", disable=not options.progress):
         single = DecodeOptions(**{**asdict(options), "max_new_tokens": p.token_cap, "max_batch_size": 1})
         audio = load_audio(by_id[p.id], sr, check=False)
-        d = generate_batch(model, tokenizer, feature_extractor, [audio], single)[0]
+        prefix = prompt.for_utterance(by_id[p.id])
+        d = generate_batch(model, tokenizer, feature_extractor, [audio], single, prefix)[0]
         if d.text != p.hypothesis:
             diff.append({"id": p.id, "batched": p.hypothesis, "batch_size_1": d.text})
     return {
@@ -542,10 +606,14 @@ def evaluate_model(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     ctc_weight: float = 0.0,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model directory (or a loaded (model, tokenizer, feature_extractor)) on a data source.
 
     Writes out_dir/predictions.jsonl and out_dir/summary.json when out_dir is given; returns the summary.
+    `src_lang` / `tgt_lang` fill in examples whose manifest names no `lang` / `tgt_lang` (they pick the
+    decoder's language prefix, see speeched.modeling.prompting).
     """
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -560,6 +628,8 @@ def evaluate_model(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     utts, data_report = read_data(data, task, limit, str(out) if out is not None else None)
+    for u in utts:
+        u.lang, u.tgt_lang = u.lang or src_lang, u.tgt_lang or tgt_lang
     say(f"evaluating {len(utts)} utterances ({sum(u.duration or 0 for u in utts) / 60:.1f} min of audio)")
     lang = lang or majority_lang(utts, task)
     search = [model_name] if isinstance(model, (str, Path)) else []

@@ -52,6 +52,8 @@ class ComposeSpec:
     extensions: dict[str, Any] = field(default_factory=dict)
     generation: dict[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False
+    # speeched.modeling.prompting.resolve_prompt arguments: task, style, src_lang, tgt_lang, template
+    prompt: dict[str, Any] = field(default_factory=dict)
 
 
 def compose(spec: ComposeSpec) -> LoadedModel:
@@ -82,6 +84,10 @@ def compose(spec: ComposeSpec) -> LoadedModel:
         from speeched.modeling.prefix import set_prompt
 
         set_prompt(model, tokenizer, model.config.prompt)  # the prompt's token ids travel with the config
+    from speeched.modeling.prompting import apply_prompt, resolve_prompt
+
+    # The language prefix is checked against the tokenizer now: a wrong mBART code fails at init.
+    apply_prompt(model, tokenizer, resolve_prompt(tokenizer, **spec.prompt))
     feature_extractor = load_feature_extractor(spec.feature_extractor or spec.encoder, model.config.encoder)
     model.init_report = build_init_report(model)
     return LoadedModel(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor, path=Path("."))

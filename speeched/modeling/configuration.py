@@ -31,6 +31,8 @@ class SpeechEncoderDecoderConfig(PreTrainedConfig):
       spec_augment: time/frequency masking for log-mel encoders in training, e.g.
         {"time_masks": 2, "time_width": 0.05, "freq_masks": 2, "freq_width": 8}.
       prompt: text prompt placed after the speech prefix in "prefix" coupling.
+      decoder_prompt: the task/language prefix definition (speeched.modeling.prompting.PromptSpec as a
+        dict): mBART-50 language token, Whisper-style tokens or a template; None = no prefix.
     """
 
     model_type = "speech-encoder-decoder"
@@ -62,6 +64,7 @@ class SpeechEncoderDecoderConfig(PreTrainedConfig):
     ctc_units: str = "char"
     spec_augment: dict | None = None
     prompt: str | None = None
+    decoder_prompt: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)

@@ -97,8 +97,10 @@ def joint_decode(
     num_beams: int = 4,
     ctc_weight: float = 0.5,
     max_new_tokens: int = 64,
+    prefix: list[int] | None = None,
 ) -> list[list[int]]:
-    """Best token ids per utterance (without the start token, ending with EOS when one was produced)."""
+    """Best token ids per utterance (without the start token and the forced `prefix` — the task/language
+    tokens of speeched.modeling.prompting —, ending with EOS when one was produced)."""
     cfg = model.config
     if not cfg.ctc_vocab:
         raise ValueError(
@@ -128,6 +130,7 @@ def joint_decode(
                     num_beams,
                     ctc_weight,
                     max_new_tokens,
+                    list(prefix or []),
                 )
             )
         return results
@@ -145,6 +148,7 @@ def _decode_one(
     num_beams: int,
     lam: float,
     max_new_tokens: int,
+    prefix: list[int],
 ) -> list[int]:
     cfg = model.config
     eos, start = cfg.eos_token_id, cfg.decoder_start_token_id
@@ -152,7 +156,7 @@ def _decode_one(
     beams = [Hypothesis([], 0.0, initial)]
     finished: list[Hypothesis] = []
     for _ in range(max_new_tokens):
-        ids = torch.tensor([[start, *h.tokens] for h in beams], device=hidden.device)
+        ids = torch.tensor([[start, *prefix, *h.tokens] for h in beams], device=hidden.device)
         out = model.decoder(
             input_ids=ids,
             encoder_hidden_states=hidden.expand(len(beams), -1, -1),

@@ -387,11 +387,13 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         loss_reduction: str = "mean",
         ctc_labels: list[str] | None = None,
+        prompt_ids: list[list[int]] | None = None,
         **kwargs: Any,
     ) -> SpeechSeq2SeqLMOutput | tuple:
         """Same arguments and numbers as the reference, plus `loss_reduction` ("mean" or "sum": the summed
         token cross-entropy, for exact normalisation across accumulation steps and processes) and
-        `ctc_labels` (target texts for the CTC auxiliary loss)."""
+        `ctc_labels` (target texts for the CTC auxiliary loss) and, for prefix coupling, `prompt_ids` (each
+        example's prompt tokens after the speech; default: the config's prompt)."""
         if "past_key_values" in kwargs:
             cache = kwargs.pop("past_key_values")
         if self.config.coupling == "prefix":
@@ -407,6 +409,11 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
                 encoder_outputs=encoder_outputs,
                 loss_reduction=loss_reduction,
                 ctc_labels=ctc_labels,
+                prompt_ids=prompt_ids,
+            )
+        if prompt_ids is not None:
+            raise ValueError(
+                "prompt_ids is for prefix coupling; cross-attention models take their prefix as decoder_input_ids"
             )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         kwargs_encoder = {k: v for k, v in kwargs.items() if not k.startswith("decoder_")}

@@ -55,9 +55,13 @@ def prefix_head_ids(model: SpeechEncoderDecoderModel) -> list[int]:
 
 
 def build_prefix(
-    model: SpeechEncoderDecoderModel, encoder_outputs: SpeechEncoderOutput
+    model: SpeechEncoderDecoderModel,
+    encoder_outputs: SpeechEncoderOutput,
+    prompts: list[list[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded `[bos] + speech + prompt` embeddings (batch, P, width) and their 0/1 mask (batch, P)."""
+    """Left-padded `[bos] + speech + prompt` embeddings (batch, P, width) and their 0/1 mask (batch, P).
+
+    `prompts`: each example's prompt ids (speeched.modeling.prompting); default the config's prompt."""
     speech = encoder_outputs.last_hidden_state
     batch, frames, _ = speech.shape
     frame_mask = encoder_outputs.attention_mask
@@ -71,13 +75,16 @@ def build_prefix(
         return embed(torch.tensor(ids, dtype=torch.long, device=device)).to(dtype)
 
     head = token_embeds(prefix_head_ids(model))
-    tail = token_embeds(prompt_ids(model))
+    if prompts is not None and len(prompts) != batch:
+        raise ValueError(f"{len(prompts)} prompts for a batch of {batch}")
+    default = prompt_ids(model) if prompts is None else []
+    tails = [token_embeds(prompts[b] if prompts is not None else default) for b in range(batch)]
     lengths = frame_mask.sum(-1).long()
-    total = head.shape[0] + int(lengths.max()) + tail.shape[0]
+    total = head.shape[0] + int((lengths + torch.tensor([t.shape[0] for t in tails], device=device)).max())
     rows, masks = [], []
     for b in range(batch):
         valid = speech[b, frame_mask[b].bool()].to(dtype)
-        seq = torch.cat([head, valid, tail], dim=0)
+        seq = torch.cat([head, valid, tails[b]], dim=0)
         pad = total - seq.shape[0]
         rows.append(torch.cat([seq.new_zeros(pad, seq.shape[1]), seq], dim=0))
         masks.append(torch.cat([frame_mask.new_zeros(pad), frame_mask.new_ones(seq.shape[0])]))
@@ -108,6 +115,7 @@ def prefix_forward(
     encoder_outputs: SpeechEncoderOutput | None = None,
     loss_reduction: str = "mean",
     ctc_labels: list[str] | None = None,
+    prompt_ids: list[list[int]] | None = None,
 ) -> SpeechSeq2SeqLMOutput:
     """Teacher-forced forward. `labels` = target tokens + EOS, right-padded with -100 (as the collator makes).
 
@@ -118,7 +126,7 @@ def prefix_forward(
     from speeched.modeling.model import token_cross_entropy
 
     enc = _encode(model, inputs, attention_mask, encoder_outputs)
-    embeds, mask = build_prefix(model, enc)
+    embeds, mask = build_prefix(model, enc, prompt_ids)
     prefix_len = embeds.shape[1]
     if labels is not None:
         pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
@@ -168,10 +176,11 @@ def prefix_generate(model: SpeechEncoderDecoderModel, inputs: torch.Tensor | Non
     input_values = kwargs.pop("input_values", None)
     input_features = kwargs.pop("input_features", None)
     encoder_outputs = kwargs.pop("encoder_outputs", None)
+    prompts = kwargs.pop("prompt_ids", None)
     if inputs is None:
         inputs = input_values if input_values is not None else input_features
     enc = _encode(model, inputs, attention_mask, encoder_outputs)
-    embeds, mask = build_prefix(model, enc)
+    embeds, mask = build_prefix(model, enc, prompts)
     gen = copy.deepcopy(kwargs.pop("generation_config", None) or model.generation_config)
     gen.decoder_start_token_id = None  # decoder-only: the prefix is the whole context
     for name in ("pad_token_id", "eos_token_id", "bos_token_id"):

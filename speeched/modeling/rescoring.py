@@ -61,10 +61,14 @@ def hypothesis_labels(model: Any, sequences: torch.Tensor) -> tuple[torch.Tensor
 
 
 def attention_log_probs(
-    model: Any, encoder_outputs: SpeechEncoderOutput, labels: torch.Tensor
+    model: Any,
+    encoder_outputs: SpeechEncoderOutput,
+    labels: torch.Tensor,
+    prompt_ids: list[list[int]] | None = None,
 ) -> torch.Tensor:
     """Summed decoder log-probability of each labelled hypothesis (recomputed by a teacher-forced forward)."""
-    out = model(encoder_outputs=encoder_outputs, labels=labels)
+    extra = {"prompt_ids": prompt_ids} if prompt_ids is not None else {}
+    out = model(encoder_outputs=encoder_outputs, labels=labels, **extra)
     logp = torch.log_softmax(out.logits.float(), dim=-1)
     mask = labels != -100
     picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -91,6 +95,9 @@ def rescore_beams(
     for name in ("input_values", "input_features"):
         if inputs is None and name in generate_kwargs:
             inputs = generate_kwargs.pop(name)
+    prompts = generate_kwargs.pop("prompt_ids", None)  # prefix coupling: each example's prompt
+    if prompts is not None:
+        generate_kwargs["prompt_ids"] = prompts
     was_training = model.training
     model.eval()
     try:
@@ -110,7 +117,8 @@ def rescore_beams(
         )
         labels, tokens = hypothesis_labels(model, out.sequences)
         expanded = _expand(enc, num_beams)
-        att = attention_log_probs(model, expanded, labels)
+        beam_prompts = None if prompts is None else [p for p in prompts for _ in range(num_beams)]
+        att = attention_log_probs(model, expanded, labels, beam_prompts)
         texts = tokenizer.batch_decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True)
         ctc_logits = model.ctc_head(expanded.raw_last_hidden_state)
         ctc = ctc_scores(

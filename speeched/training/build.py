@@ -73,7 +73,52 @@ def build_model(recipe: Any, train_texts: list[str] | None = None) -> LoadedMode
                 )
             model.add_ctc_head(build_ctc_vocab(train_texts, model.config.ctc_units))
         model.config.ctc_weight = float(m.ctc_weight)
+    apply_recipe_prompt(recipe, loaded)
     return loaded
+
+
+def apply_recipe_prompt(recipe: Any, loaded: LoadedModel) -> None:
+    """Resolve the recipe's `languages` against the tokenizer and store the prompt in the model config.
+
+    The recipe's values override what the model directory was initialised with (`speeched init --tgt-lang`),
+    so a model keeps its defaults unless the recipe says otherwise.
+    """
+    from speeched.modeling.prompting import apply_prompt, prompt_spec, resolve_prompt
+
+    lang = recipe.languages
+    have = prompt_spec(loaded.model)
+    explicit = "prompt_style" in lang.model_fields_set
+    spec = resolve_prompt(
+        loaded.tokenizer,
+        task=recipe.task,
+        style=lang.prompt_style if explicit or have.style == "none" else have.style,
+        src_lang=lang.src_lang or have.src_lang,
+        tgt_lang=lang.tgt_lang or have.tgt_lang,
+        template=lang.prompt_template or have.template,
+    )
+    apply_prompt(loaded.model, loaded.tokenizer, spec)
+
+
+def training_collator(
+    model: Any, tokenizer: Any, feature_extractor: Any, task: str, normalize: Any = None
+) -> Any:
+    """The training collator, with the model's own decoder prompt (the same builder eval/transcribe use)."""
+    from speeched.data.collator import SpeechCollator
+    from speeched.modeling.prompting import decoder_prompt
+
+    prompt = decoder_prompt(model, tokenizer)
+    cfg = model.config
+    return SpeechCollator(
+        feature_extractor,
+        tokenizer,
+        task=task,
+        eos_token_id=cfg.eos_token_id,
+        normalize_target=normalize,
+        decoder_prefix=prompt.for_utterance if prompt.active else None,
+        decoder_start_token_id=cfg.decoder_start_token_id,
+        pad_token_id=cfg.pad_token_id,
+        prefix_coupling=cfg.coupling == "prefix",
+    )
 
 
 @dataclass
@@ -108,7 +153,7 @@ class CachedFeatureCollator:
         batch: dict[str, Any] = {self.base.input_name: x}
         if self.base.return_attention_mask:
             batch["attention_mask"] = mask
-        batch["labels"], batch["num_target_tokens"] = self.base.labels(utts)
+        batch.update(self.base.label_inputs(utts))
         batch["targets"] = self.base.targets(utts)
         norm = self.base.normalize_target
         batch["transcripts"] = [norm(u.text) if norm else u.text for u in utts]

@@ -2,10 +2,16 @@
 
 Warm-started models need different step sizes: parts that start from scratch (projector, adaptor,
 cross-attention, CTC head) learn fast at ~1e-3 while pretrained layers only need nudging (~1e-4).
+They also benefit from staged unfreezing (`optim.unfreeze`): the new parts train alone first so the
+cross-attention aligns before the random gradients reach the pretrained halves. Each param group
+gets its own LambdaLR multiplier = base schedule(step) x gate(group, step); the gate is a pure
+function of the step, so a resumed run restores it from the scheduler's step count alone.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -74,10 +80,91 @@ def build_optimizer(groups: list[dict[str, Any]], kind: str, betas: tuple[float,
     raise ValueError(f"unknown optimizer {kind!r}")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, total_steps: int):
-    from transformers import get_scheduler
+def base_schedule(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The lr multiplier of transformers' get_scheduler "cosine" / "linear" / "constant_with_warmup",
+    written out (same float operations, so the same numbers) because gating needs it per group."""
+    total = max(1, total_steps)
 
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[kind]
-    return get_scheduler(
-        name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max(1, total_steps)
-    )
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return float(step) / float(max(1, warmup_steps))
+        if kind == "constant":
+            return 1.0
+        if kind == "linear":
+            return max(0.0, float(total - step) / float(max(1, total - warmup_steps)))
+        if kind == "cosine":
+            progress = float(step - warmup_steps) / float(max(1, total - warmup_steps))
+            num_cycles = 0.5  # transformers' default: half a cosine, from 1 down to 0
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress)))
+        raise ValueError(f"unknown scheduler {kind!r}")
+
+    return multiplier
+
+
+def unfreeze_gate(step: int, start: int, rewarmup: int) -> float:
+    """0 before `start`; then a linear ramp reaching 1 on the `rewarmup`-th step (never 0 once unfrozen,
+    so the first unfrozen step already moves the group). Groups starting at 0 use the base warmup only."""
+    if start <= 0:
+        return 1.0
+    if step < start:
+        return 0.0
+    if rewarmup <= 0:
+        return 1.0
+    return min(1.0, float(step - start + 1) / float(rewarmup))
+
+
+def frozen_groups(starts: Mapping[str, int], step: int) -> set[str]:
+    """Groups that must not move at optimizer step `step` (0-based: the step about to be taken)."""
+    return {group for group, start in starts.items() if step < start}
+
+
+def format_lr(lr: float) -> str:
+    """1e-4, 5e-5, 2.5e-4: short enough for a log line."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def unfreeze_stages(
+    starts: Mapping[str, int],
+    lrs: Mapping[str, float],
+    rewarmup: int,
+    present: Iterable[str] | None = None,
+    percent: bool = False,
+) -> list[str]:
+    """One line per group in start order ("decoder from step 500 (lr 1e-4, re-warmup 200 steps)"), for the
+    run's log and the dry-run plan. `present`: the groups that have trainable parameters; `percent`: starts
+    are percentages of the total steps (a preset before the total is known)."""
+    keep = set(starts) if present is None else set(present)
+    lines = []
+    for group in sorted((g for g in starts if g in keep), key=lambda g: (starts[g], g)):
+        start = starts[group]
+        where = f"{start}% of the steps" if percent and start else f"step {start}"
+        warm = f", re-warmup {rewarmup} steps" if start and rewarmup else ""
+        lines.append(f"{group} from {where} (lr {format_lr(lrs[group])}{warm})")
+    return lines
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    kind: str,
+    warmup_steps: int,
+    total_steps: int,
+    starts: Mapping[str, int] | None = None,
+    rewarmup: int = 0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """One LambdaLR multiplier per param group: base schedule x the group's unfreeze gate. Closures (not
+    callable objects) so the scheduler's state_dict holds only its step count, as before."""
+    base = base_schedule(kind, warmup_steps, total_steps)
+    starts = starts or {}
+
+    def gated(start: int) -> Callable[[int], float]:
+        if start <= 0:
+            return base  # exactly the ungated schedule: `none` stays bit-identical
+
+        def multiplier(step: int) -> float:
+            return base(step) * unfreeze_gate(step, start, rewarmup)
+
+        return multiplier
+
+    lambdas = [gated(starts.get(g.get("name", ""), 0)) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

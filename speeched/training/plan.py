@@ -14,7 +14,7 @@ def dry_run(recipe: Any) -> str:
 
     lines = [f"task: {recipe.task}", f"output_dir: {recipe.output_dir}"]
     normalize = build_normalizer(recipe.data.target_normalization)
-    train_utts = []
+    train_utts, dev_utts = [], []
     for src in recipe.data.train:
         res = scan(load_source(src), src.filters, task=recipe.task, normalize_target=normalize)
         lines.append(f"train {src.name or src.path}: {res.summary()}")
@@ -22,6 +22,7 @@ def dry_run(recipe: Any) -> str:
     for src in recipe.data.dev:
         res = scan(load_source(src), src.filters, task=recipe.task)
         lines.append(f"dev {src.name or src.path}: {res.summary()}")
+        dev_utts.extend(res.kept)
     hours = sum(u.duration or 0 for u in train_utts) / 3600
     texts = [
         normalize(t) if normalize else t for t in target_texts(train_utts, "asr")
@@ -32,9 +33,13 @@ def dry_run(recipe: Any) -> str:
     cfg = model.config
     ctc = f"on (λ={cfg.ctc_weight:.2f}, {len(cfg.ctc_vocab)} units)" if cfg.ctc_vocab else "off"
     from speeched.modeling.compose import format_init_report
+    from speeched.modeling.prompting import decoder_prompt, describe
 
     if getattr(model, "init_report", None):
         lines.append(format_init_report(model.init_report))
+    prompt = decoder_prompt(model, loaded.tokenizer)
+    prompt.check([*train_utts, *dev_utts])  # a missing or unknown language stops here, naming the line
+    lines.append(describe(prompt.spec, loaded.tokenizer))
     lines += smoke_run(loaded, train_utts[:2], recipe)
     lines += [
         f"model: {cfg.encoder.model_type} encoder + {cfg.decoder.model_type} decoder, {n / 1e6:.1f} M parameters, "
@@ -43,9 +48,27 @@ def dry_run(recipe: Any) -> str:
         f"training audio: {hours:.2f} h; batches of ≤{recipe.data.batching.max_duration} s",
         f"steps: {recipe.train.max_steps or f'{recipe.train.epochs} epochs'}, grad_accum={recipe.train.grad_accum}, "
         f"lr groups={recipe.optim.group_lrs()}",
+        unfreeze_plan(recipe, model),
         "dry run OK: nothing was trained",
     ]
     return "\n".join(lines)
+
+
+def unfreeze_plan(recipe: Any, model: Any) -> str:
+    """The staged-unfreezing stages (group, start step, lr). With `epochs`, a preset's start steps depend on
+    the batching, resolved when training starts: shown as percentages of the total steps then."""
+    from speeched.training.optim import parameter_group, unfreeze_stages
+
+    o = recipe.optim
+    random_init = set((getattr(model, "init_report", None) or {}).get("random_init_parameters", []))
+    present = {parameter_group(name, random_init) for name, _ in model.named_parameters()}
+    if recipe.finetune.method == "freeze_encoder":
+        present.discard("encoder")
+    percent = recipe.train.max_steps is None and isinstance(o.unfreeze, str)
+    starts = o.unfreeze_starts(100 if percent else recipe.train.max_steps or 0)
+    stages = unfreeze_stages(starts, o.group_lrs(), o.unfreeze_warmup, present, percent=percent)
+    name = o.unfreeze if isinstance(o.unfreeze, str) else "by step"
+    return f"unfreeze ({name}): " + "; ".join(stages)
 
 
 def smoke_run(loaded: Any, utts: list[Any], recipe: Any) -> list[str]:
@@ -54,27 +77,28 @@ def smoke_run(loaded: Any, utts: list[Any], recipe: Any) -> list[str]:
     import torch
 
     from speeched.data.audio import load_audio
-    from speeched.data.collator import SpeechCollator
     from speeched.modeling.ctc import encode_ctc
+    from speeched.training.build import training_collator
 
     if not utts:
         return ["smoke run: skipped (no training utterances)"]
     model, fe = loaded.model, loaded.feature_extractor
     sr = int(fe.sampling_rate)
-    collator = SpeechCollator(fe, loaded.tokenizer, task=recipe.task, eos_token_id=model.config.eos_token_id)
+    collator = training_collator(model, loaded.tokenizer, fe, recipe.task)
     batch = collator(
         [{"id": u.id, "array": load_audio(u, sr), "sampling_rate": sr, "utterance": u} for u in utts]
     )
-    inputs = {
-        k: batch[k] for k in ("input_values", "input_features", "attention_mask", "labels") if k in batch
-    }
+    keys = ("input_values", "input_features", "attention_mask", "labels", "decoder_input_ids", "prompt_ids")
+    inputs = {k: batch[k] for k in keys if k in batch}
     model.train()
     lam = model.config.ctc_weight if model.config.ctc_vocab else 0.0
     out = model(**inputs, ctc_labels=batch["transcripts"] if lam > 0 else None)
     out.loss.backward()
     model.zero_grad(set_to_none=True)
     model.eval()
-    gen_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    gen_inputs = {
+        k: v for k, v in inputs.items() if k in ("input_values", "input_features", "attention_mask")
+    }
     with torch.no_grad():
         enc = model.encode(**gen_inputs)
         generated = model.generate(**gen_inputs, max_new_tokens=8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import json
+import logging
 import os
 import re
 import types
@@ -35,6 +36,14 @@ from speeched.training.overrides import (
 TASK_METRICS: dict[str, tuple[str, ...]] = {"asr": ("wer", "cer"), "st": ("bleu", "chrf")}
 LOWER_IS_BETTER = {"wer": True, "cer": True, "loss": True, "bleu": False, "chrf": False}
 DEFAULT_NORMALIZER = {"asr": "basic", "st": "none"}
+# Staged unfreezing presets: group -> start, in percent of the total optimizer steps (groups not named
+# start at step 0). Percentages, not fractions, so the start step is exact integer arithmetic.
+UNFREEZE_PRESETS: dict[str, dict[str, int]] = {
+    "none": {},
+    "new-first": {"encoder": 10, "decoder": 10},
+    "gradual": {"decoder": 10, "encoder": 30},
+}
+UNFREEZE_GROUPS = ("encoder", "decoder")  # the new parts always train from step 0
 
 
 class RecipeError(ValueError):
@@ -196,6 +205,41 @@ class OptimConfig(StrictModel):
     )
     lr_encoder: float | None = Field(None, gt=0, description="pretrained encoder; null = lr")
     lr_decoder: float | None = Field(None, gt=0, description="pretrained decoder; null = lr")
+    unfreeze: Literal["none", "new-first", "gradual"] | dict[str, int] = Field(
+        "none",
+        description="staged unfreezing, when each group starts training (train the new parts first so "
+        "cross-attention aligns before pretrained weights move). none: every group from step 0; new-first: "
+        "the new parts alone for the first 10% of the optimizer steps, then encoder + decoder; gradual: new "
+        "parts, the decoder from 10%, the encoder from 30%; or a mapping of start steps such as "
+        "{decoder: 500, encoder: 2000} (new parts always start at 0). A group gets no update at all "
+        "(no weight decay, no Adam moments) before its start",
+    )
+    unfreeze_warmup: int = Field(
+        0,
+        ge=0,
+        description="steps of linear lr re-warmup for a group after it unfreezes, so Adam's first updates "
+        "do not jolt pretrained weights (0 = full lr at once)",
+    )
+
+    @field_validator("unfreeze", mode="before")
+    @classmethod
+    def _unfreeze_groups(cls, value: Any) -> Any:
+        """Name the bad key of a mapping (the union would otherwise only say "expected a preset")."""
+        if not isinstance(value, dict):
+            return value
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        valid = ", ".join(UNFREEZE_GROUPS)
+        for key, start in value.items():
+            if key == "new":
+                problems.append(((key,), f"the new parts always train from step 0; groups here: {valid}"))
+            elif key not in UNFREEZE_GROUPS:
+                close = difflib.get_close_matches(str(key), UNFREEZE_GROUPS, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problems.append(((key,), f"unknown group {key!r}; {hint}groups here: {valid}"))
+            elif isinstance(start, bool) or not isinstance(start, int) or start < 0:
+                problems.append(((key,), f"expected a start step ≥ 0, got {start!r}"))
+        _rules(problems)
+        return value
 
     @field_validator("betas")
     @classmethod
@@ -211,6 +255,16 @@ class OptimConfig(StrictModel):
             "encoder": self.lr_encoder if self.lr_encoder is not None else self.lr,
             "decoder": self.lr_decoder if self.lr_decoder is not None else self.lr,
         }
+
+    def unfreeze_starts(self, total_steps: int) -> dict[str, int]:
+        """Start step per group ("new", "encoder", "decoder"): presets resolved against `total_steps`, which
+        is only known once the data is scanned (epochs), hence not at load time."""
+        starts = dict.fromkeys(("new", *UNFREEZE_GROUPS), 0)
+        if isinstance(self.unfreeze, str):
+            starts.update({g: total_steps * pct // 100 for g, pct in UNFREEZE_PRESETS[self.unfreeze].items()})
+        else:
+            starts.update(self.unfreeze)
+        return starts
 
 
 class TrainConfig(StrictModel):
@@ -229,7 +283,9 @@ class TrainConfig(StrictModel):
         "always", description="the CNN feature encoder of wav2vec2-style encoders"
     )
     freeze_encoder_steps: int = Field(
-        0, ge=0, description="keep the whole encoder frozen for the first N steps"
+        0,
+        ge=0,
+        description="deprecated: read as optim.unfreeze {encoder: N} (the encoder starts training at step N)",
     )
     max_consecutive_nonfinite: int = Field(
         10, ge=1, description="stop after this many consecutive steps with NaN/inf loss (each one is skipped)"
@@ -276,6 +332,51 @@ class FinetuneConfig(StrictModel):
         if self.method != "lora" and self.lora != LoraConfig():
             _rules(
                 [(("lora",), f"LoRA settings are given but `method` is {self.method!r}; set method: lora")]
+            )
+        return self
+
+
+class LanguagesConfig(StrictModel):
+    """Languages and the decoder's task/language prefix (one definition, saved in the model, used by train,
+    eval and transcribe). Per-example `lang` / `tgt_lang` manifest columns override the defaults here."""
+
+    src_lang: str | None = Field(None, description="language of the speech where an example has no `lang`")
+    tgt_lang: str | None = Field(
+        None, description="output language of st where an example has no `tgt_lang` (e.g. de, de_DE)"
+    )
+    prompt_style: Literal["auto", "none", "lang_token", "whisper", "template"] = Field(
+        "auto",
+        description="auto = the tokenizer's language tokens (mBART-50/NLLB/M2M-100 forced BOS, Whisper "
+        "<|lang|><|task|>) when it has them, else `prompt_template` when given, else none",
+    )
+    prompt_template: str | None = Field(
+        None,
+        description="text prefix for decoders without language tokens (e.g. '{tgt_lang}:') or the LLM "
+        "prompt in prefix coupling; fields {task} {src_lang} {tgt_lang} {lang}",
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_fields(cls, value: str | None) -> str | None:
+        import string
+
+        from speeched.modeling.prompting import TEMPLATE_FIELDS
+
+        if value is not None:
+            try:
+                names = {n for _, n, _, _ in string.Formatter().parse(value) if n is not None}
+            except ValueError as err:
+                raise ValueError(f"{value!r} is not a valid template ({err})") from err
+            unknown = sorted(names - set(TEMPLATE_FIELDS))
+            if unknown:
+                raise ValueError(f"{value!r} uses {unknown}; the fields are {list(TEMPLATE_FIELDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _template_given(self) -> LanguagesConfig:
+        if self.prompt_style == "template" and not self.prompt_template:
+            _rules(
+                [(("prompt_template",), "prompt_style template needs a prompt_template, e.g. '{tgt_lang}:'")]
             )
         return self
 
@@ -337,6 +438,9 @@ class Recipe(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="optimizer and schedule")
     train: TrainConfig = Field(description="training length and mechanics")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="which parameters train")
+    languages: LanguagesConfig = Field(
+        default_factory=LanguagesConfig, description="languages and the decoder's task/language prefix"
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation during training")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing")
     log: LogConfig = Field(default_factory=LogConfig, description="logging and plots")
@@ -402,8 +506,38 @@ class Recipe(StrictModel):
                 )
             if self.optim.lr_encoder is not None:
                 problems.append((("optim", "lr_encoder"), "has no effect: finetune.method freeze_encoder"))
+            if isinstance(self.optim.unfreeze, dict) and "encoder" in self.optim.unfreeze:
+                problems.append(
+                    (("optim", "unfreeze", "encoder"), "has no effect: finetune.method freeze_encoder")
+                )
+        problems += self._unfreeze_alias()
         _rules(problems)
         return self
+
+    def _unfreeze_alias(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """`train.freeze_encoder_steps: K` (deprecated) becomes `optim.unfreeze: {encoder: K}` and is reset
+        to 0, so the saved recipe (checkpoints' recipe.yaml) holds the new key only and loads again."""
+        k = self.train.freeze_encoder_steps
+        if k and self.finetune.method != "freeze_encoder":
+            if "unfreeze" in self.optim.model_fields_set:
+                return [
+                    (
+                        ("train", "freeze_encoder_steps"),
+                        f"deprecated alias of optim.unfreeze; give only optim.unfreeze (with encoder: {k} "
+                        "in its mapping)",
+                    )
+                ]
+            logging.getLogger("speeched").warning(
+                "train.freeze_encoder_steps is deprecated: read as optim.unfreeze: {encoder: %d}", k
+            )
+            self.optim.unfreeze = {"encoder": k}
+            self.train.freeze_encoder_steps = 0
+        staged = any(self.optim.unfreeze_starts(total_steps=100).values())  # presets start > 0 at 100
+        if self.optim.unfreeze_warmup and not staged:
+            return [
+                (("optim", "unfreeze_warmup"), "has no effect: optim.unfreeze starts every group at step 0")
+            ]
+        return []
 
     def to_yaml(self) -> str:
         """The fully resolved recipe (absolute paths, defaults filled), e.g. to copy into a checkpoint."""

@@ -55,7 +55,7 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
-    keys = ("input_values", "input_features", "attention_mask", "labels")
+    keys = ("input_values", "input_features", "attention_mask", "labels", "decoder_input_ids", "prompt_ids")
     return {k: batch[k] for k in keys if k in batch}
 
 
@@ -103,7 +103,6 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- setup
     def setup(self) -> None:
-        from speeched.data.collator import SpeechCollator
         from speeched.data.dataset import SpeechDataset
         from speeched.data.sampler import DurationBucketSampler
         from speeched.data.scan import scan
@@ -115,6 +114,7 @@ class Trainer:
             build_model,
             extract_features,
             target_texts,
+            training_collator,
         )
         from speeched.training.optim import build_optimizer, build_param_groups, build_scheduler
 
@@ -122,16 +122,10 @@ class Trainer:
         report_dir = str(self.out) if self.is_main else None
         normalize = build_normalizer(r.data.target_normalization)
 
-        weights = {src.weight for src in r.data.train}
-        if weights != {1.0}:
-            # Refuse rather than pretend: sources are concatenated, weights are not applied yet.
-            raise TrainingError(
-                "data.train.N.weight other than 1.0 is not supported yet (sources are concatenated); remove the "
-                "weights or repeat a source in the list to up-weight it"
-            )
         train_utts = []
+        source_ids: list[int] = []  # which data.train entry each kept utterance came from (for the weights)
         bad = []  # every source's unusable entries, written once (scans must not overwrite each other)
-        for src in r.data.train:
+        for k, src in enumerate(r.data.train):
             res = scan(
                 load_source(src),
                 src.filters,
@@ -141,6 +135,7 @@ class Trainer:
             )
             bad.extend(res.bad)
             self.print(f"train {src.name or src.path}: {res.summary()}")
+            source_ids.extend([k] * len(res.kept))
             train_utts.extend(res.kept)
         self.dev_sets = []
         for src in r.data.dev:
@@ -199,12 +194,16 @@ class Trainer:
         )
 
         sr = int(self.feature_extractor.sampling_rate)
-        self.base_collator = SpeechCollator(
-            self.feature_extractor,
-            self.tokenizer,
-            task=r.task,
-            eos_token_id=model.config.eos_token_id,
-            normalize_target=normalize,
+        from speeched.modeling.prompting import PromptError, decoder_prompt, describe
+
+        prompt = decoder_prompt(model, self.tokenizer)
+        try:  # every example's language resolves to a prefix, or training stops before step 1
+            prompt.check([*train_utts, *(u for _, utts in self.dev_sets for u in utts)])
+        except PromptError as err:
+            raise TrainingError(str(err)) from err
+        self.print(describe(prompt.spec, self.tokenizer))
+        self.base_collator = training_collator(
+            model, self.tokenizer, self.feature_extractor, r.task, normalize
         )
         dataset = SpeechDataset(train_utts, sr, on_bad_audio=r.data.on_bad_audio, report_dir=report_dir)
         collator: Any = self.base_collator
@@ -224,7 +223,21 @@ class Trainer:
             seed=r.train.seed,
             rank=self.accelerator.process_index,
             world_size=self.accelerator.num_processes,
+            source_ids=source_ids,
+            source_weights=[src.weight for src in r.data.train],
         )
+        # One line per source: what a (weighted) epoch is made of; `epochs:` counts these epochs.
+        names = [src.name or Path(src.path).stem for src in r.data.train]
+        self.train_mix = self.sampler.source_mix(names)
+        if len(self.train_mix) > 1 or self.sampler.weighted:
+            self.print(
+                "train mix per epoch: "
+                + ", ".join(
+                    f"{m['source']} x{m['weight']:g} = {m['utterances_per_epoch']} utts "
+                    f"({m['share']:.0%}, {m['hours_per_epoch']:.2f} h)"
+                    for m in self.train_mix
+                )
+            )
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self.sampler, collate_fn=collator, num_workers=b.num_workers
         )
@@ -239,12 +252,30 @@ class Trainer:
         lrs = r.optim.group_lrs()
         groups = build_param_groups(model, lrs, r.optim.weight_decay, self.random_init)
         optimizer = build_optimizer(groups, r.optim.optimizer, tuple(r.optim.betas), r.optim.eps)
-        scheduler = build_scheduler(optimizer, r.optim.scheduler, r.optim.warmup_steps, self.total_steps)
+        # Staged unfreezing: start step per group (presets are fractions of the total, known only now).
+        self.unfreeze = r.optim.unfreeze_starts(self.total_steps)
+        scheduler = build_scheduler(
+            optimizer,
+            r.optim.scheduler,
+            r.optim.warmup_steps,
+            self.total_steps,
+            starts=self.unfreeze,
+            rewarmup=r.optim.unfreeze_warmup,
+        )
+        if any(self.unfreeze.values()):
+            from speeched.training.optim import unfreeze_stages
+
+            stages = unfreeze_stages(self.unfreeze, lrs, r.optim.unfreeze_warmup, {g["name"] for g in groups})
+            self.print("staged unfreezing: " + "; ".join(stages))
+            late = [g for g, start in self.unfreeze.items() if start >= self.total_steps]
+            if late:
+                logger.warning("optim.unfreeze: %s start after the last of %d steps", late, self.total_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.step = 0
         self.epoch = 0
         self.batches_in_epoch = 0
         self.nonfinite_in_a_row = 0
+        self.gradients_checked = False
         self.best: dict[str, Any] = {}
         self.ids_seen: dict[int, set[str]] = {}
 
@@ -451,6 +482,11 @@ class Trainer:
         t = self.recipe.train
         acc = self.accelerator
         finite = math.isfinite(stats["loss"])
+        if finite and self.step == 0 and not self.gradients_checked:
+            self.gradients_checked = True
+            self.check_gradients()  # before frozen groups' gradients are dropped (they would look missing)
+        if finite:
+            self.drop_frozen_gradients()
         if finite and t.max_grad_norm:
             norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm)
             stats["grad_norm"] = float(norm)
@@ -470,15 +506,38 @@ class Trainer:
                 )
             return False
         self.nonfinite_in_a_row = 0
-        if self.step == 0:
-            self.check_gradients()
-        if self.step < t.freeze_encoder_steps:
-            for p in acc.unwrap_model(self.model).encoder.parameters():
-                p.grad = None  # encoder frozen for the first K steps: its grads are dropped, not applied
+        self.announce_unfreezing()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True
+
+    def drop_frozen_gradients(self) -> None:
+        """Staged unfreezing (optim.unfreeze): a group before its start step gets no update at all. Its
+        gradients were computed (DDP's all-reduce stays identical on every rank) and are dropped here, before
+        clipping, so they neither shrink the clipped update of the others nor reach AdamW, which skips a None
+        grad (no weight decay, no moment update). The lr gate is 0 for these steps as well."""
+        from speeched.training.optim import frozen_groups
+
+        frozen = frozen_groups(self.unfreeze, self.step)
+        for group in self.optimizer.param_groups if frozen else ():
+            if group.get("name") in frozen:
+                for p in group["params"]:
+                    p.grad = None
+
+    def announce_unfreezing(self) -> None:
+        """One line when a group takes its first step, e.g. `step 500: decoder unfreezes (lr 1e-4, ...)`."""
+        from speeched.training.optim import format_lr
+
+        if not self.step or self.step not in self.unfreeze.values():
+            return
+        warmup = self.recipe.optim.unfreeze_warmup
+        lrs = self.recipe.optim.group_lrs()
+        present = {g.get("name") for g in self.optimizer.param_groups}
+        for name, start in self.unfreeze.items():
+            if start == self.step and name in present:
+                rewarm = f", re-warmup {warmup} steps" if warmup else ""
+                self.print(f"step {start}: {name} unfreezes (lr {format_lr(lrs[name])}{rewarm})")
 
     def check_gradients(self) -> list[str]:
         """After the first backward: every trainable parameter must have a gradient. Names the ones that

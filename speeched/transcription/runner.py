@@ -46,6 +46,8 @@ class TranscribeOptions:
     max_new_tokens: int | None = None
     device: str = "auto"
     progress: bool = False
+    src_lang: str | None = None  # language prefix (speeched.modeling.prompting); None = the model's default
+    tgt_lang: str | None = None
 
     def decode_options(self) -> DecodeOptions:
         return DecodeOptions(
@@ -174,6 +176,10 @@ class Transcriber:
         self.sr = int(feature_extractor.sampling_rate)
         self.decode = options.decode_options()
         self._pool_seconds = 0.0
+        from speeched.modeling.prompting import decoder_prompt
+
+        # The same prefix builder as the training collator and eval; a bad language fails here, before decoding.
+        self.prefix = decoder_prompt(model, tokenizer).ids(options.src_lang, options.tgt_lang)
 
     def run(self, paths: Sequence[str]) -> Iterator[Transcript | FailedFile]:
         from tqdm import tqdm
@@ -230,7 +236,7 @@ class Transcriber:
         for batch in duration_batches([seg.duration for _, _, seg in pool], self.decode):
             items = [pool[i] for i in batch]
             results = generate_batch(
-                self.model, self.tokenizer, self.fe, [s.audio for _, _, s in items], self.decode
+                self.model, self.tokenizer, self.fe, [s.audio for _, _, s in items], self.decode, self.prefix
             )
             for (st, k, _), decoded in zip(items, results, strict=True):
                 text, cut = truncate_loop(decoded.text)
