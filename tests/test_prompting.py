@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from extension_helpers import row, stable_encoder_dir, tiny_llama_dir, waves
-from helpers import minilm_path, tiny_encoder_dir
+from helpers import minilm_path, tiny_encoder_dir, write_tiny_recipe
 from typer.testing import CliRunner
 
 from speeched import SpeechEncoderDecoderModel
@@ -26,6 +26,14 @@ from speeched.modeling.prompting import (
 )
 
 MBART_CODES = ["ar_AR", "de_DE", "en_XX", "es_XX", "fr_XX", "zh_CN"]
+WHISPER_TOKENS = [
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|de|>",
+    "<|transcribe|>",
+    "<|translate|>",
+    "<|notimestamps|>",
+]
 WORDS = ["<s>", "<pad>", "</s>", "<unk>", "ja", "nein", "oui", "non", "hallo", "salut"]
 
 
@@ -101,14 +109,7 @@ def _init(tmp_path: Path, mbart_decoder_dir: Path, mbart_tok_dir: Path, *extra: 
 
 # ------------------------------------------------------------------------------------------ families
 def test_family_detection_from_the_tokenizer_vocabulary(tmp_path, mbart_tok_dir):
-    whisper = [
-        "<|startoftranscript|>",
-        "<|en|>",
-        "<|de|>",
-        "<|transcribe|>",
-        "<|translate|>",
-        "<|notimestamps|>",
-    ]
+    whisper = WHISPER_TOKENS
     m2m = ["__en__", "__de__", "__fr__"]
     nllb = ["eng_Latn", "deu_Latn"]
     found = {
@@ -156,14 +157,7 @@ def test_a_family_language_token_cannot_be_left_out(mbart_tok_dir):
 
 
 def test_whisper_style_tokens_and_start_token(tmp_path):
-    toks = [
-        "<|startoftranscript|>",
-        "<|en|>",
-        "<|de|>",
-        "<|transcribe|>",
-        "<|translate|>",
-        "<|notimestamps|>",
-    ]
+    toks = WHISPER_TOKENS
     tok = _load(_word_tokenizer(tmp_path, toks))
     vocab = tok.get_vocab()
     asr = DecoderPrompt(resolve_prompt(tok, task="asr", src_lang="de"), tok)
@@ -332,6 +326,10 @@ def test_a_wrong_language_in_a_manifest_stops_training_before_step_one(
         assert result.exit_code != 0
         assert "data.jsonl:2" in result.output and "'german'" in result.output and "de_DE" in result.output
     assert not (tmp_path / "run" / "checkpoints").exists()
+    evaluated = CliRunner().invoke(
+        app, ["eval", str(out), "--data", str(manifest), "--task", "st", "--out", str(tmp_path / "eval")]
+    )
+    assert evaluated.exit_code != 0 and "data.jsonl:2" in evaluated.output and "'german'" in evaluated.output
 
 
 # ------------------------------------------------------------------------------------------ prefix coupling
@@ -360,8 +358,6 @@ def test_prefix_coupled_llm_takes_a_prompt_per_example(tmp_path):
 # ------------------------------------------------------------------------------------------ multi-target
 def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path):
     """Same audio, two target languages, different targets: only the prefix can tell them apart."""
-    import yaml
-
     from speeched.evaluation.runner import DecodeOptions, evaluate_utterances
     from speeched.modeling.model_dir import load_model_dir
     from speeched.training.recipe import load_recipe
@@ -376,31 +372,22 @@ def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path)
     manifest.write_text(
         "".join(json.dumps({**json.loads(x), "id": f"u{i}"}) + "\n" for i, x in enumerate(lines))
     )
-    enc = tiny_encoder_dir(
-        tmp_path, "speech2text", dropout=0.0, activation_dropout=0.0, attention_dropout=0.0
-    )
-    recipe = {
-        "task": "st",
-        "model": {
-            "encoder": str(enc),
-            "decoder": minilm_path(),
-            "decoder_options": {
-                "num_hidden_layers": 1,
-                "hidden_dropout_prob": 0.0,
-                "attention_probs_dropout_prob": 0.0,
-            },
+    path = write_tiny_recipe(
+        tmp_path,
+        manifest.parent,
+        task="st",
+        languages={"prompt_template": "{tgt_lang} :"},
+        data={
+            "train": [{"path": str(manifest)}],
+            "dev": [],
+            "batching": {"max_duration": 100, "shuffle": False},
         },
-        "languages": {"prompt_template": "{tgt_lang} :"},
-        "data": {"train": [{"path": str(manifest)}], "batching": {"max_duration": 100, "shuffle": False}},
-        "optim": {"lr": 2e-3, "scheduler": "constant"},
-        "train": {"max_steps": 60, "seed": 0, "log_every": 20},
-        "eval": {"every_steps": None, "max_new_tokens": 4},
-        "checkpoint": {"every_steps": 1000},
-        "log": {"plots": False},
-        "output_dir": str(tmp_path / "run"),
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
+        optim={"lr": 2e-3},
+        train={"max_steps": 60, "log_every": 20},
+        eval={"every_steps": None, "max_new_tokens": 4},
+        checkpoint={"every_steps": 1000},
+        output_dir=str(tmp_path / "run"),
+    )
     result = train(load_recipe(path))
     loaded = load_model_dir(result.best_dir)
     assert loaded.model.config.decoder_prompt["template"] == "{tgt_lang} :"

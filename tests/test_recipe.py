@@ -207,3 +207,38 @@ def test_demo_recipe_opens_with_its_command() -> None:
     first = (REPO / "recipes" / "demo" / "asr-digits.yaml").read_text().splitlines()[0]
     assert "speeched train recipes/demo/asr-digits.yaml" in first
     assert os.path.basename(first.split()[-1]) == "asr-digits.yaml"
+
+
+# ---------------------------------------------------------------- staged unfreezing (optim.unfreeze)
+def recipe_error(workdir: Path, optim: str = "", train: str = "") -> str:
+    """The loader's message for BASE with extra lines in its optim (from line 11) and train sections."""
+    path = workdir / "r.yaml"
+    path.write_text(BASE.replace("\ntrain:\n", "\n" + optim + "train:\n") + train)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    return str(info.value)
+
+
+def test_mapping_errors_name_the_key_and_the_valid_groups(workdir: Path) -> None:
+    msg = recipe_error(workdir, optim="  unfreeze: {decodr: 500, new: 10, encoder: -1}\n")
+    assert "optim.unfreeze.decodr (line 11)" in msg and "did you mean 'decoder'?" in msg
+    assert "groups here: encoder, decoder" in msg
+    assert "optim.unfreeze.new" in msg and "new parts always train from step 0" in msg
+    assert "optim.unfreeze.encoder" in msg and "start step ≥ 0" in msg
+    msg = recipe_error(workdir, optim="  unfreeze: gradul\n")
+    assert "optim.unfreeze (line 11)" in msg and "did you mean 'gradual'?" in msg
+    msg = recipe_error(workdir, optim="  unfreeze_warmup: 100\n")
+    assert "optim.unfreeze_warmup" in msg and "has no effect" in msg
+
+
+def test_freeze_encoder_steps_is_an_alias_and_refused_together_with_unfreeze(workdir: Path) -> None:
+    path = workdir / "r.yaml"
+    path.write_text(BASE + "  freeze_encoder_steps: 40\n")
+    recipe = load_recipe(path)
+    assert recipe.optim.unfreeze == {"encoder": 40}
+    assert recipe.train.freeze_encoder_steps == 0
+    saved = workdir / "saved.yaml"  # what a checkpoint stores loads again (no "both given" error)
+    saved.write_text(recipe.to_yaml())
+    assert load_recipe(saved).optim.unfreeze_starts(100) == {"new": 0, "encoder": 40, "decoder": 0}
+    msg = recipe_error(workdir, optim="  unfreeze: gradual\n", train="  freeze_encoder_steps: 40\n")
+    assert "train.freeze_encoder_steps" in msg and "give only optim.unfreeze" in msg
