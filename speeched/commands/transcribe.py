@@ -105,6 +105,12 @@ def command(
     except PromptError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
+    if (src_lang or tgt_lang) and not transcriber.prefix:
+        typer.echo(
+            "warning: this model has no language prefix (decoder_prompt: none), so --src-lang/--tgt-lang "
+            "change nothing; see docs/languages.md",
+            err=True,
+        )
     targets = _output_paths(paths, output, fmt) if output is not None else None
     failed = len(failures)
     for result in transcriber.run(paths):

@@ -28,7 +28,7 @@ import difflib
 import re
 import string
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PROMPT_STYLES = ("auto", "none", "lang_token", "whisper", "template")
@@ -178,7 +178,7 @@ def resolve_prompt(
     tgt = spec.canonical(tgt_lang, "tgt_lang") if tgt_lang else None
     if style == "whisper" and task == "st" and tgt not in (None, "en"):
         raise PromptError(f"Whisper-style <|translate|> always means 'into English'; tgt_lang {tgt!r} is not")
-    return PromptSpec(**{**spec.to_dict(), "src_lang": src, "tgt_lang": tgt, "languages": spec.languages})
+    return replace(spec, src_lang=src, tgt_lang=tgt)
 
 
 class DecoderPrompt:
@@ -223,10 +223,11 @@ class DecoderPrompt:
             values = {"task": s.task, "src_lang": src, "tgt_lang": tgt, "lang": s.output_language(src, tgt)}
             missing = [f for f in _template_fields(s.template) if values.get(f) is None]
             if missing:
+                field = missing[0]
+                column = "tgt_lang" if field == "tgt_lang" or (field == "lang" and s.task == "st") else "lang"
                 raise PromptError(
-                    f"{at}the prompt template {s.template!r} needs {missing[0]}, but the example has none and "
-                    f"the model has no default: add a `{_column(missing[0], s.task)}` column or set "
-                    f"languages.{_default_key(missing[0], s.task)} in the recipe (--{_flag(missing[0], s.task)})"
+                    f"{at}the prompt template {s.template!r} needs {field}, but the example has none and "
+                    f"the model has no default: {_how_to_set(column)}"
                 )
             text = s.template.format(**values)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -235,8 +236,7 @@ class DecoderPrompt:
             which = "lang" if s.style == "whisper" or s.task == "asr" else "tgt_lang"
             raise PromptError(
                 f"{at}the {s.family} decoder needs a language token but neither the example nor the model "
-                f"names a {which}: add a `{which}` column to the manifest or set languages.{_default_key(which, s.task)} "
-                f"in the recipe (--{_flag(which, s.task)}); valid codes include {', '.join(s.languages[:8])}"
+                f"names a {which}: {_how_to_set(which)}; valid codes include {', '.join(s.languages[:8])}"
             )
         tokens = [s.lang_token.format(lang=lang)]
         if s.style == "whisper":
@@ -252,16 +252,10 @@ class DecoderPrompt:
         return int(vocab[token])
 
 
-def _column(name: str, task: str) -> str:
-    return "tgt_lang" if name == "tgt_lang" or (name == "lang" and task == "st") else "lang"
-
-
-def _default_key(name: str, task: str) -> str:
-    return "tgt_lang" if _column(name, task) == "tgt_lang" else "src_lang"
-
-
-def _flag(name: str, task: str) -> str:
-    return "tgt-lang" if _column(name, task) == "tgt_lang" else "src-lang"
+def _how_to_set(column: str) -> str:
+    """Where a missing language can be given: the manifest column, the recipe key, the CLI flag."""
+    key, flag = ("tgt_lang", "tgt-lang") if column == "tgt_lang" else ("src_lang", "src-lang")
+    return f"add a `{column}` column to the manifest or set languages.{key} in the recipe (--{flag})"
 
 
 def prompt_spec(model: Any) -> PromptSpec:
