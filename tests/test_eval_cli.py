@@ -232,3 +232,44 @@ def test_eval_reports_unusable_input_clearly(model_dir: Path, manifest: Path, tm
     assert res.exit_code == 1 and "--target-column" in res.output
     res = runner.invoke(app, ["eval", str(tmp_path), "--data", str(manifest), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "config.json" in res.output
+
+
+def test_eval_and_transcribe_default_to_the_decoding_the_model_was_validated_with(
+    model_dir: Path, manifest: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    validated = tmp_path / "validated"
+    shutil.copytree(model_dir, validated)
+    cfg = json.loads((validated / "config.json").read_text())
+    cfg["decoding"] = {"num_beams": 3, "ctc_weight": 0.0}
+    (validated / "config.json").write_text(json.dumps(cfg))
+
+    def decoding(*extra: str) -> dict:
+        out = tmp_path / f"eval{len(extra)}"
+        args = ["eval", str(validated), "--data", str(manifest), "--out", str(out), "--limit", "2", *extra]
+        res = CliRunner().invoke(app, [*args, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        return json.loads((out / "summary.json").read_text())["decoding"]
+
+    assert decoding()["num_beams"] == 3  # from the model
+    assert decoding("--num-beams", "1")["num_beams"] == 1  # an explicit flag wins
+
+    from types import SimpleNamespace
+
+    from speeched.evaluation.runner import model_decoding
+
+    def model(**cfg):
+        return SimpleNamespace(config=SimpleNamespace(**cfg))
+
+    assert model_decoding(model(), None, None) == (1, 0.0)
+    assert model_decoding(
+        model(decoding={"num_beams": 4, "ctc_weight": 0.8}, ctc_vocab=["<b>"]), None, None
+    ) == (
+        4,
+        0.8,
+    )
+    assert model_decoding(model(decoding={"num_beams": 4, "ctc_weight": 0.8}, ctc_vocab=None), None, 0.0) == (
+        4,
+        0.0,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -123,6 +124,11 @@ def test_train_cli_outputs_and_best_model(tmp_path, corpus):
     assert result.exit_code == 0, result.output
     assert (out / "best" / "model.safetensors").is_file()
     assert (out / "best" / "preprocessor_config.json").is_file()
+    # the decoding the dev scores were measured with travels with the model (eval/transcribe defaults)
+    assert json.loads((out / "best" / "config.json").read_text())["decoding"] == {
+        "num_beams": 1,
+        "ctc_weight": 0.0,
+    }
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert any('"dev/dev"' in line and '"wer"' in line for line in lines)
     assert any('"train"' in line and '"loss"' in line for line in lines)

@@ -86,8 +86,8 @@ def command(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Report directory [default: runs/eval/MODEL-DATA]."
     ),
-    num_beams: int = options.NUM_BEAMS,
-    ctc_weight: float = options.CTC_WEIGHT,
+    num_beams: int | None = options.NUM_BEAMS,
+    ctc_weight: float | None = options.CTC_WEIGHT,
     max_duration: float = typer.Option(120.0, "--max-duration", help="Seconds of audio per batch."),
     max_batch_size: int | None = typer.Option(
         None, "--max-batch-size", min=1, help="Cap on utterances per batch."

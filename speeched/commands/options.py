@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import typer
 
-NUM_BEAMS = typer.Option(1, "--num-beams", min=1, help="1 = greedy search.")
+NUM_BEAMS = typer.Option(
+    None,
+    "--num-beams",
+    min=1,
+    help="1 = greedy search [default: the beam size the model was validated with in training, else 1].",
+)
 CTC_WEIGHT = typer.Option(
-    0.0,
+    None,
     "--ctc-weight",
     min=0.0,
     max=1.0,
-    help="λ of joint CTC/attention beam search (needs a CTC head; 0 = plain generate).",
+    help="λ of joint CTC/attention beam search (needs a CTC head; 0 = plain generate) [default: the λ the "
+    "model was validated with in training, else 0].",
 )
 SRC_LANG = typer.Option(
     None,

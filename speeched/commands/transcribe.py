@@ -41,8 +41,8 @@ def command(
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Output file (one input) or directory (several); default: stdout."
     ),
-    num_beams: int = options.NUM_BEAMS,
-    ctc_weight: float = options.CTC_WEIGHT,
+    num_beams: int | None = options.NUM_BEAMS,
+    ctc_weight: float | None = options.CTC_WEIGHT,
     segment: str = typer.Option("silence", "--segment", help="How long audio is cut: silence | fixed."),
     max_segment: float = typer.Option(
         20.0, "--max-segment", help="Longest segment decoded at once (seconds)."
@@ -85,6 +85,9 @@ def command(
     except Exception as err:  # noqa: BLE001 - any load failure ends the same way: say which dir and why
         typer.echo(f"error: cannot load the model from {model}: {err}", err=True)
         raise typer.Exit(1) from err
+    from speeched.evaluation.runner import model_decoding
+
+    num_beams, ctc_weight = model_decoding(loaded[0], num_beams, ctc_weight)
     options = TranscribeOptions(
         num_beams=num_beams,
         ctc_weight=ctc_weight,

@@ -33,6 +33,8 @@ class SpeechEncoderDecoderConfig(PreTrainedConfig):
       prompt: text prompt placed after the speech prefix in "prefix" coupling.
       decoder_prompt: the task/language prefix definition (speeched.modeling.prompting.PromptSpec as a
         dict): mBART-50 language token, Whisper-style tokens or a template; None = no prefix.
+      decoding: {"num_beams", "ctc_weight"} the model was validated with in training; the defaults of
+        `speeched eval` and `speeched transcribe`.
     """
 
     model_type = "speech-encoder-decoder"
@@ -65,6 +67,7 @@ class SpeechEncoderDecoderConfig(PreTrainedConfig):
     spec_augment: dict | None = None
     prompt: str | None = None
     decoder_prompt: dict | None = None
+    decoding: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)

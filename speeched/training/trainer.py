@@ -399,6 +399,8 @@ class Trainer:
 
         model = self.accelerator.unwrap_model(self.model)
         r = self.recipe
+        # The decoding its dev scores were measured with becomes the default of `eval` and `transcribe`.
+        model.config.decoding = {"num_beams": r.eval.num_beams, "ctc_weight": r.eval.ctc_weight}
         if r.finetune.method == "lora" and r.finetune.lora.merge_on_export:
             import copy
 
