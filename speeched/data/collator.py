@@ -95,11 +95,6 @@ class SpeechCollator:
             out.append(self.normalize_target(t) if self.normalize_target else t)
         return out
 
-    def labels(self, utts: list[Utterance]) -> tuple[torch.Tensor, int]:
-        """Labels and the number of predicted tokens (see `label_inputs` for prefixes)."""
-        out = self.label_inputs(utts)
-        return out["labels"], out["num_target_tokens"]
-
     def label_inputs(self, utts: list[Utterance]) -> dict[str, Any]:
         """labels, num_target_tokens and, when examples have a prefix, decoder_input_ids or prompt_ids."""
         texts = self.targets(utts)
