@@ -2,32 +2,75 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import traceback
+from collections.abc import Callable
+from typing import Any
+
 import typer
 
 from speeched.commands import average, data_check, data_synth, evaluate, init, train, transcribe
+from speeched.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, SpeechedError, debug_enabled
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    epilog=EXIT_CODES_HELP,
+    pretty_exceptions_enable=False,
+    context_settings={"max_content_width": 120},
+)
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect spoken corpora.")
 
+
+def user_errors(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command: a `SpeechedError` becomes one line on stderr and its exit code, no traceback
+    (unless --debug / SPEECHED_DEBUG=1); Ctrl-C exits 130. Bugs keep their traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SpeechedError as err:
+            if debug_enabled():
+                traceback.print_exc()
+            typer.echo(f"speeched {name}: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo(f"speeched {name}: interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def register(typer_app: typer.Typer, name: str, fn: Callable[..., Any], help: str, full_name: str = "") -> None:
+    typer_app.command(name, help=help, epilog=EXIT_CODES_HELP)(user_errors(full_name or name, fn))
+
+
 # The command table: tests/test_cli.py keeps it in sync with the README.
-app.command("init", help="Compose a model from a pretrained speech encoder and text decoder.")(init.command)
-app.command("train", help="Fine-tune from a YAML recipe (runs under `accelerate launch` too).")(train.command)
-app.command("eval", help="Decode a data set with generate() and score it (WER/CER or BLEU/chrF).")(
-    evaluate.command
-)
-app.command("transcribe", help="Transcribe audio files, directories or globs (long-form too).")(
-    transcribe.command
-)
-app.command("average", help="Average the weights of several checkpoints into one model.")(average.command)
+register(app, "init", init.command, "Compose a model from a pretrained speech encoder and text decoder.")
+register(app, "train", train.command, "Fine-tune from a YAML recipe (runs under `accelerate launch` too).")
+register(app, "eval", evaluate.command, "Decode a data set with generate() and score it (WER/CER or BLEU/chrF).")
+register(app, "transcribe", transcribe.command, "Transcribe audio files, directories or globs (long-form too).")
+register(app, "average", average.command, "Average the weights of several checkpoints into one model.")
 app.add_typer(data_app, name="data")
-data_app.command("synth", help="Synthesize an offline spoken corpus with eSpeak NG.")(data_synth.command)
-data_app.command("check", help="Scan a manifest or dataset and report every unusable entry.")(
-    data_check.command
+register(data_app, "synth", data_synth.command, "Synthesize an offline spoken corpus with eSpeak NG.", "data synth")
+register(
+    data_app, "check", data_check.command, "Scan a manifest or dataset and report every unusable entry.", "data check"
 )
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of user errors (for bug reports)."),
+) -> None:
+    if debug:
+        os.environ["SPEECHED_DEBUG"] = "1"
 
 
 def main() -> None:
-    app()
+    app(prog_name="speeched")
 
 
 if __name__ == "__main__":  # `python -m speeched.cli` (what `accelerate launch -m` runs)
