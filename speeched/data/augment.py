@@ -1,0 +1,366 @@
+"""Waveform augmentation for training: speed, reverberation, additive noise, gain, concatenation.
+
+Configured by `AugmentConfig` (the recipe's `data.augment`; everything is off by default) and applied
+per utterance inside DataLoader workers, before feature extraction.
+
+Determinism: every random choice is drawn from the `numpy.random.Generator` passed to the call. The
+dataset derives that generator from (seed, epoch, sample index), e.g.
+``np.random.default_rng([seed, epoch, index])``, so the same sample in the same epoch gets the same
+augmentation whichever worker handles it, and a resumed run reproduces it exactly.
+
+How a dataset uses it (in ``__getitem__(index)``)::
+
+    rng = np.random.default_rng([seed, epoch, index])
+    audio, text = load(index)
+    n = augmenter.concat_count(rng)                      # 1 (no concatenation), 2 or 3
+    if n > 1:
+        others = [load(int(j)) for j in rng.integers(len(self), size=n - 1)]
+        audio, text = augmenter.concatenate([(audio, text), *others], rng)
+    audio = augmenter(audio, rng)                        # speed -> reverb -> noise -> gain
+
+Concatenation changes the transcript, so it must happen where the text is still a string (before
+tokenisation); duration-bucketed samplers see the original durations, and
+`ConcatConfig.max_duration` bounds how long a joined item may get.
+
+Libraries: audiomentations does the noise (`AddColorNoise` for generated white/pink/brown noise,
+`AddBackgroundNoise` for a folder of noise files) and the gain (`Gain`). audiomentations draws its
+randomness from the global `random` and `numpy.random` modules, not from a Generator, so each call is
+wrapped in `_seeded_globals(rng)`, which seeds both from `rng` and restores their previous state
+afterwards. We deviate from audiomentations in three places:
+- speed perturbation: audiomentations has no Kaldi-style speed change (its `TimeStretch` keeps the
+  pitch), so we resample with soxr (tempo and pitch change together, as in Kaldi/ESPnet `speed_perturb`);
+- reverberation: simulated rooms come from pyroomacoustics (image source method, deterministic given
+  the room), and folder RIRs are applied with the same code; audiomentations' `ApplyImpulseResponse`
+  keeps the propagation delay, which shifts speech later in time; we cut the RIR at its direct-path peak
+  and rescale to the input's RMS so reverberation neither delays nor louder/quieter-s the utterance;
+- audiomentations pins `soxr<1.0`; we use soxr 1.x directly and installed audiomentations without its
+  soxr pin (no audiomentations transform we call uses soxr).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soxr
+from pydantic import Field, model_validator
+from scipy.signal import fftconvolve
+
+from speeched.data.config import StrictModel
+from speeched.errors import UsageError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+NOISE_COLOURS = {"white": 0.0, "pink": -3.01, "brown": -6.02}  # PSD decay in dB per octave
+
+
+def _check_range(name: str, value: tuple[float, float]) -> None:
+    if value[0] > value[1]:
+        raise ValueError(f"{name}: the lower bound {value[0]} is above the upper bound {value[1]}")
+
+
+class SpeedConfig(StrictModel):
+    """Kaldi-style speed perturbation: resample so the utterance plays `factor` times faster."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of changing the speed (0 = off)")
+    factors: list[float] = Field(
+        [0.9, 1.1],
+        min_length=1,
+        description="speed factors drawn uniformly when applied; 1.1 = 10% faster and shorter, pitch up",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> SpeedConfig:
+        bad = [f for f in self.factors if not 0.5 <= f <= 2.0]
+        if bad:
+            raise ValueError(f"speed factors must lie in [0.5, 2.0], got {bad}")
+        return self
+
+
+class NoiseConfig(StrictModel):
+    """Additive noise at a random signal-to-noise ratio (relative to the utterance's RMS)."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of adding noise (0 = off)")
+    snr_db: tuple[float, float] = Field(
+        (10.0, 30.0), description="SNR range in dB, drawn uniformly; lower = noisier"
+    )
+    folder: str | None = Field(
+        None,
+        description="folder of noise recordings (wav/flac/ogg, searched recursively); "
+        "None = generated noise of the colours below",
+    )
+    colours: list[Literal["white", "pink", "brown"]] = Field(
+        ["white", "pink", "brown"], min_length=1, description="generated noise colours, drawn uniformly"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> NoiseConfig:
+        _check_range("snr_db", self.snr_db)
+        return self
+
+
+class ReverbConfig(StrictModel):
+    """Reverberation: convolve with a room impulse response (simulated or from a folder)."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of adding reverberation (0 = off)")
+    folder: str | None = Field(
+        None, description="folder of measured RIRs (wav/flac); None = rooms simulated with pyroomacoustics"
+    )
+    rt60: tuple[float, float] = Field(
+        (0.2, 0.8), description="simulated rooms: reverberation time RT60 range in seconds"
+    )
+    room_size: tuple[float, float] = Field(
+        (3.0, 10.0), description="simulated rooms: range of each wall's length in metres (height 2.5-4 m)"
+    )
+    num_rooms: int = Field(
+        64,
+        ge=1,
+        description="simulated rooms: size of the pool of RIRs (room k is always the same; "
+        "each worker simulates a room the first time it is drawn and keeps it)",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ReverbConfig:
+        _check_range("rt60", self.rt60)
+        _check_range("room_size", self.room_size)
+        if self.rt60[0] <= 0.05 or self.room_size[0] < 2.0:
+            raise ValueError("rt60 must be > 0.05 s and room_size >= 2 m")
+        return self
+
+
+class GainConfig(StrictModel):
+    """Random loudness change."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of changing the gain (0 = off)")
+    gain_db: tuple[float, float] = Field((-6.0, 6.0), description="gain range in dB, drawn uniformly")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> GainConfig:
+        _check_range("gain_db", self.gain_db)
+        return self
+
+
+class ConcatConfig(StrictModel):
+    """Join 2-3 utterances with pauses (and their transcripts with a space): longer inputs, pauses."""
+
+    p: float = Field(0.0, ge=0, le=1, description="probability that an item is a concatenation (0 = off)")
+    max_items: int = Field(3, ge=2, le=8, description="a concatenation joins 2..max_items utterances")
+    pause: tuple[float, float] = Field((0.2, 1.0), description="pause between utterances, seconds, uniform")
+    max_duration: float = Field(
+        20.0, gt=0, description="seconds; utterances that would make the item longer are left out"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ConcatConfig:
+        _check_range("pause", self.pause)
+        if self.pause[0] < 0:
+            raise ValueError("pause must be >= 0 seconds")
+        return self
+
+
+class AugmentConfig(StrictModel):
+    """Training-time waveform augmentation (`data.augment`); every part is off unless its `p` > 0.
+
+    Order per utterance: (concatenation) -> speed -> reverberation -> noise -> gain. Dev/test data is
+    never augmented.
+    """
+
+    speed: SpeedConfig = Field(default_factory=SpeedConfig)
+    reverb: ReverbConfig = Field(default_factory=ReverbConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    gain: GainConfig = Field(default_factory=GainConfig)
+    concat: ConcatConfig = Field(default_factory=ConcatConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return any(part.p > 0 for part in (self.speed, self.reverb, self.noise, self.gain, self.concat))
+
+
+@contextmanager
+def _seeded_globals(rng: np.random.Generator) -> Iterator[None]:
+    """Seed `random` and `numpy.random` from `rng` for one audiomentations call, then restore them."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    seed = int(rng.integers(2**32))
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+def _audio_files(folder: str, what: str) -> list[str]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise UsageError(f"data.augment: {what} folder {folder} does not exist or is not a folder")
+    files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        raise UsageError(
+            f"data.augment: {what} folder {folder} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+        )
+    return files
+
+
+def speed_perturb(audio: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """Play `audio` `factor` times faster (length / factor, pitch up by the same factor), like Kaldi."""
+    if factor == 1.0 or audio.size == 0:
+        return audio
+    return soxr.resample(audio, sample_rate, sample_rate / factor, quality="HQ").astype(np.float32)
+
+
+@lru_cache(maxsize=256)
+def simulated_rir(
+    room: int, sample_rate: int, rt60: tuple[float, float], room_size: tuple[float, float]
+) -> np.ndarray:
+    """Room `room` of the pool: a shoebox room drawn from `room` alone, simulated by pyroomacoustics.
+
+    Cached per process: simulating one room takes tens of milliseconds, applying it far less.
+    """
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng([20251130, room])
+    dims = np.array([*rng.uniform(*room_size, size=2), rng.uniform(2.5, 4.0)])
+    target_rt60 = float(rng.uniform(*rt60))
+    try:
+        absorption, max_order = pra.inverse_sabine(target_rt60, dims)
+    except ValueError:  # the room is too small for that RT60: take the most reverberant it allows
+        absorption, max_order = 0.02, 40
+    max_order = min(int(max_order), 40)  # bounds simulation time; the late tail matters little here
+    shoebox = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=max_order)
+    margin = 0.5
+    source = rng.uniform(margin, dims - margin)
+    mic = rng.uniform(margin, dims - margin)
+    shoebox.add_source(source)
+    shoebox.add_microphone(mic)
+    shoebox.compute_rir()
+    return np.asarray(shoebox.rir[0][0], dtype=np.float32)
+
+
+@lru_cache(maxsize=256)
+def _file_rir(path: str, sample_rate: int) -> np.ndarray:
+    import soundfile as sf
+
+    rir, rate = sf.read(path, dtype="float32", always_2d=True)
+    rir = rir[:, 0]
+    if rate != sample_rate:
+        rir = soxr.resample(rir, rate, sample_rate).astype(np.float32)
+    return rir
+
+
+def apply_rir(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """Convolve with `rir` from its direct-path peak on; same length and RMS as the input."""
+    if audio.size == 0 or rir.size == 0:
+        return audio
+    rir = rir[int(np.argmax(np.abs(rir))) :]
+    out = fftconvolve(audio, rir)[: audio.size]
+    rms_in, rms_out = np.sqrt(np.mean(audio**2)), np.sqrt(np.mean(out**2))
+    if rms_out > 0:
+        out = out * (rms_in / rms_out)
+    return out.astype(np.float32)
+
+
+class Augmenter:
+    """Applies an `AugmentConfig` to one utterance at a time; deterministic given the Generator."""
+
+    def __init__(self, config: AugmentConfig, sample_rate: int) -> None:
+        from audiomentations import AddBackgroundNoise, AddColorNoise, Gain
+
+        self.config = config
+        self.sample_rate = sample_rate
+        noise = config.noise
+        lo, hi = noise.snr_db
+        self._noise_files = _audio_files(noise.folder, "noise") if noise.folder and noise.p > 0 else []
+        # p=1: whether to apply is decided here from our rng; audiomentations only draws the parameters.
+        self._colour_noise = {
+            colour: AddColorNoise(min_snr_db=lo, max_snr_db=hi, min_f_decay=d, max_f_decay=d, p=1.0)
+            for colour, d in NOISE_COLOURS.items()
+        }
+        self._background = (
+            AddBackgroundNoise(sounds_path=self._noise_files, min_snr_db=lo, max_snr_db=hi, p=1.0)
+            if self._noise_files
+            else None
+        )
+        self._gain = Gain(min_gain_db=config.gain.gain_db[0], max_gain_db=config.gain.gain_db[1], p=1.0)
+        reverb = config.reverb
+        self._rir_files = _audio_files(reverb.folder, "RIR") if reverb.folder and reverb.p > 0 else []
+
+    def __repr__(self) -> str:
+        return f"Augmenter({self.config!r}, sample_rate={self.sample_rate})"
+
+    def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Speed -> reverb -> noise -> gain, each with its probability; returns float32 mono."""
+        cfg = self.config
+        audio = np.asarray(audio, dtype=np.float32)
+        # Every stage draws its coin (and parameters) unconditionally in a fixed order, so turning one
+        # stage on or off does not reshuffle what the others draw for the same item.
+        coins = rng.random(4)
+        speed = float(rng.choice(cfg.speed.factors))
+        room = int(rng.integers(max(len(self._rir_files), cfg.reverb.num_rooms)))
+        colour = str(rng.choice(cfg.noise.colours))
+        sub_rngs = rng.spawn(2)
+        if coins[0] < cfg.speed.p:
+            audio = speed_perturb(audio, speed, self.sample_rate)
+        if coins[1] < cfg.reverb.p:
+            audio = apply_rir(audio, self._rir(room))
+        if coins[2] < cfg.noise.p and np.any(audio):
+            transform = self._background or self._colour_noise[colour]
+            with _seeded_globals(sub_rngs[0]):
+                audio = transform(samples=audio, sample_rate=self.sample_rate)
+        if coins[3] < cfg.gain.p:
+            with _seeded_globals(sub_rngs[1]):
+                audio = self._gain(samples=audio, sample_rate=self.sample_rate)
+        return np.asarray(audio, dtype=np.float32)
+
+    def _rir(self, room: int) -> np.ndarray:
+        if self._rir_files:
+            return _file_rir(self._rir_files[room % len(self._rir_files)], self.sample_rate)
+        r = self.config.reverb
+        return simulated_rir(room % r.num_rooms, self.sample_rate, tuple(r.rt60), tuple(r.room_size))
+
+    def concat_count(self, rng: np.random.Generator) -> int:
+        """How many utterances this item joins: 1 (no concatenation) or 2..max_items."""
+        c = self.config.concat
+        coin, extra = rng.random(), int(rng.integers(2, c.max_items + 1))
+        return extra if coin < c.p else 1
+
+    def concatenate(
+        self, items: Sequence[tuple[np.ndarray, str]], rng: np.random.Generator
+    ) -> tuple[np.ndarray, str]:
+        """Join (audio, text) items with this config's pause range and duration cap."""
+        c = self.config.concat
+        return concatenate(items, rng, c.pause, self.sample_rate, c.max_duration)
+
+
+def concatenate(
+    items: Sequence[tuple[np.ndarray, str]],
+    rng: np.random.Generator,
+    pause_range: tuple[float, float] = (0.2, 1.0),
+    sample_rate: int = 16_000,
+    max_duration: float | None = None,
+) -> tuple[np.ndarray, str]:
+    """Join utterances with silent pauses of random length (seconds, uniform in `pause_range`).
+
+    Texts are joined with one space. The first item is always kept; a later one that would make the
+    result longer than `max_duration` seconds is left out (with its text). Returns (audio, text).
+    """
+    if not items:
+        raise ValueError("concatenate needs at least one (audio, text) item")
+    pauses = rng.uniform(*pause_range, size=len(items))  # drawn up front: same draws whatever is dropped
+    pieces = [np.asarray(items[0][0], dtype=np.float32)]
+    texts = [items[0][1].strip()]
+    total = pieces[0].size
+    limit = None if max_duration is None else int(max_duration * sample_rate)
+    for (audio, text), pause in zip(items[1:], pauses[1:], strict=True):
+        gap = np.zeros(int(round(pause * sample_rate)), dtype=np.float32)
+        audio = np.asarray(audio, dtype=np.float32)
+        if limit is not None and total + gap.size + audio.size > limit:
+            continue
+        pieces += [gap, audio]
+        texts.append(text.strip())
+        total += gap.size + audio.size
+    return np.concatenate(pieces), " ".join(t for t in texts if t)
