@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from speeched.commands import average, data_check, data_synth, evaluate, init, train, transcribe
+from speeched.commands import average, data_check, data_shard, data_synth, evaluate, init, train, transcribe
 from speeched.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, SpeechedError, debug_enabled
 
 app = typer.Typer(
@@ -59,6 +59,7 @@ register(data_app, "synth", data_synth.command, "Synthesize an offline spoken co
 register(
     data_app, "check", data_check.command, "Scan a manifest or dataset and report every unusable entry.", "data check"
 )
+register(data_app, "shard", data_shard.command, "Write a corpus as streaming shards + index.", "data shard")
 
 
 @app.callback()
