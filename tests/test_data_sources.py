@@ -91,7 +91,8 @@ def test_datasets_save_to_disk_bytes_and_paths(corpus):
     ).cast_column("audio", datasets.Audio(decode=False))
     ds.save_to_disk(str(corpus / "saved"))
     utts = load_source(DataSource(path=str(corpus / "saved"), format="datasets"))
-    assert utts[0].audio is None and utts[0].extra["audio_bytes"]
+    assert utts[0].audio is None and utts[0].audio_bytes() == buf.getvalue()
+    assert "audio_bytes" not in utts[0].extra  # read from the mapped table on demand, never copied up front
     x = load_audio(utts[0], 16000)  # decoded by soundfile from bytes, resampled 8k -> 16k
     assert x.dtype == np.float32 and abs(len(x) - 16000) <= 2
     # save_to_disk may embed the file's bytes; either way the name survives for reports

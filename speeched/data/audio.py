@@ -139,7 +139,7 @@ def audio_info(utt: Utterance | str) -> AudioInfo:
             arr = np.asarray(utt.array)
             frames = arr.shape[0]
             return AudioInfo(frames / sr, sr, 1 if arr.ndim == 1 else arr.shape[1], frames)
-        data = utt.extra.get("audio_bytes")
+        data = utt.audio_bytes()
         if not data:
             raise AudioError(EMPTY_FILE, _source_name(utt), "no audio path, array or bytes")
         try:
@@ -183,7 +183,7 @@ def check_samples(x: np.ndarray, where: str) -> None:
 
 
 def load_audio(utt: Utterance | str, target_sr: int, check: bool = True) -> np.ndarray:
-    """Decode `utt` (path, Utterance with path/array/`extra['audio_bytes']`) to float32 mono at `target_sr`.
+    """Decode `utt` (path, Utterance with path/array/`audio_bytes()`) to float32 mono at `target_sr`.
 
     Raises AudioError (never a bare libsndfile error) so callers can report the file and the reason.
     `check` also rejects NaN/inf and all-silent audio.
@@ -195,7 +195,7 @@ def load_audio(utt: Utterance | str, target_sr: int, check: bool = True) -> np.n
             if sr <= 0:
                 raise AudioError(UNSUPPORTED, where, "in-memory array without sampling_rate")
         else:
-            data = utt.extra.get("audio_bytes")
+            data = utt.audio_bytes()
             if not data:
                 raise AudioError(EMPTY_FILE, where, "no audio path, array or bytes")
             try:

@@ -63,6 +63,14 @@ class DataSource(StrictModel):
         ),
     )
     limit: int | None = Field(None, gt=0, description="use only the first N utterances (debugging)")
+    durations: Literal["auto", "probe"] = Field(
+        "auto",
+        description=(
+            "auto: a duration column (`columns.duration`) is used as given, spot-checked on a few random "
+            "rows; rows without one are probed (cached by file identity / dataset fingerprint). "
+            "probe: ignore the column and probe every file"
+        ),
+    )
 
 
 class Batching(StrictModel):

@@ -4,11 +4,16 @@ Decoding happens per item, so it runs inside DataLoader workers (`num_workers` >
 training. A file that fails to load (deleted, truncated, NaN...) is reported once, with the reason, to
 the log and to `report_dir/bad_audio.jsonl`, and the item is replaced by the next loadable utterance so
 the epoch never crashes (with `on_bad_audio="error"` it raises instead).
+
+`utterances` may be any `Sequence[Utterance]`; with an `UtteranceTable` (what `load_source`/`scan` give)
+each item's `Utterance` is built on access and its audio bytes are read from the memory-mapped table in
+the worker, so workers share the page cache instead of holding copies.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +22,7 @@ from torch.utils.data import Dataset
 from speeched.data.audio import AudioError, load_audio
 from speeched.data.records import Utterance
 from speeched.data.scan import BadEntry, OnBadAudio, write_report
+from speeched.data.table import durations_of
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ class SpeechDataset(Dataset):
 
     def __init__(
         self,
-        utterances: list[Utterance],
+        utterances: Sequence[Utterance],
         sampling_rate: int,
         *,
         on_bad_audio: OnBadAudio = "skip",
@@ -59,9 +65,16 @@ class SpeechDataset(Dataset):
         return len(self.utterances)
 
     @property
-    def durations(self) -> list[float]:
-        """Per-utterance seconds for the sampler (0.0 where unknown: run `scan` first)."""
-        return [u.duration or 0.0 for u in self.utterances]
+    def durations(self) -> np.ndarray:
+        """Per-utterance seconds for the sampler (0.0 where unknown: run `scan` first), from the table's
+        column when `utterances` is an `UtteranceTable`/`ConcatUtterances` (no Utterance is built)."""
+        return np.nan_to_num(durations_of(self.utterances), nan=0.0)
+
+    @property
+    def source_ids(self) -> np.ndarray:
+        """Which source each item came from (a `ConcatUtterances`), zeros otherwise."""
+        ids = getattr(self.utterances, "source_ids", None)
+        return np.zeros(len(self), dtype=np.int64) if ids is None else np.asarray(ids)
 
     def _load(self, i: int) -> np.ndarray:
         if self.cache is not None and i in self.cache:

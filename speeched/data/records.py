@@ -13,7 +13,8 @@ class Utterance:
     """One spoken example.
 
     `audio` is an absolute file path, or None when the samples are in memory (`array` +
-    `sampling_rate`, e.g. from a `datasets` column that holds bytes). `text` is the transcript;
+    `sampling_rate`) or encoded bytes (`audio_bytes()`, e.g. a `datasets` column that holds bytes; rows of
+    an `UtteranceTable` read them lazily from the memory-mapped table). `text` is the transcript;
     `translation` the target text for speech translation. `origin` says where the record came
     from ("train.jsonl:12") so every error message can point at the exact line.
     """
@@ -29,6 +30,10 @@ class Utterance:
     array: np.ndarray | None = None
     sampling_rate: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def audio_bytes(self) -> bytes | None:
+        """Encoded audio held for this utterance (a `datasets` blob), read only when asked for."""
+        return self.extra.get("audio_bytes")
 
     def target(self, task: str) -> str | None:
         """The text the decoder learns: the transcript for `asr`, the translation for `st`."""

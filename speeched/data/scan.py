@@ -12,14 +12,19 @@ import os
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from speeched.data import audio as A
 from speeched.data.config import Filters
 from speeched.data.records import Utterance
+from speeched.data.sources import ManifestError
+from speeched.data.table import UtteranceTable, durations_of
+from speeched.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +32,9 @@ OnBadAudio = Literal["skip", "error"]
 REPORT_NAME = "bad_audio.jsonl"
 
 
-class BadAudioError(RuntimeError):
-    """Raised with `on_bad_audio="error"`; lists the first offenders and where the full report is."""
+class BadAudioError(UsageError, RuntimeError):
+    """Raised with `on_bad_audio="error"`; lists the first offenders and where the full report is (exit 2:
+    nothing was trained)."""
 
 
 @dataclass
@@ -111,7 +117,7 @@ class DurationCache:
 class ScanResult:
     """What `scan` kept, what it removed and why."""
 
-    kept: list[Utterance]
+    kept: Sequence[Utterance]
     bad: list[BadEntry] = field(default_factory=list)
     total: int = 0
     report_path: str | None = None
@@ -126,7 +132,7 @@ class ScanResult:
         return [b for b in self.bad if b.reason in A.DEFECT_REASONS]
 
     def summary(self) -> str:
-        hours = sum(u.duration or 0.0 for u in self.kept) / 3600
+        hours = float(np.nansum(durations_of(self.kept))) / 3600
         parts = [f"kept {len(self.kept)}/{self.total} utterances ({hours:.2f} h)"]
         if self.bad:
             parts.append("dropped: " + ", ".join(f"{n} {r}" for r, n in self.reasons.most_common()))
@@ -161,8 +167,123 @@ def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
+Probe = tuple[float | None, int | None, str | None, str]
+
+
+class _FingerprintCache:
+    """Probe results of a `datasets` table (audio bytes, no file paths), keyed by its fingerprint: one
+    .npz of durations per (fingerprint, decoded) in the cache folder, bad rows' reasons beside them."""
+
+    def __init__(self, fingerprint: str, n: int, decoded: bool) -> None:
+        root = os.path.dirname(_default_cache_path())
+        self.path = os.path.join(root, "datasets", f"{fingerprint}-{n}-{int(decoded)}.npz")
+        self.n = n
+
+    def load(self) -> tuple[np.ndarray, dict[int, tuple[str, str]]]:
+        try:
+            with np.load(self.path) as z:
+                d = z["durations"]
+                bad = {int(k): tuple(v) for k, v in json.loads(str(z["bad"])).items()}
+            if d.shape == (self.n,):
+                return d.copy(), bad  # type: ignore[return-value]
+        except (OSError, ValueError, KeyError):
+            pass
+        return np.full(self.n, np.nan), {}
+
+    def save(self, durations: np.ndarray, bad: dict[int, tuple[str, str]]) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = f"{self.path}.{os.getpid()}.tmp.npz"
+            np.savez(tmp, durations=durations, bad=json.dumps({str(k): v for k, v in bad.items()}))
+            os.replace(tmp, self.path)
+        except OSError as err:
+            log.warning("cannot write the duration cache %s (%s)", self.path, err)
+
+
+def _probe_rows(
+    utterances: Sequence[Utterance],
+    todo: list[int],
+    decode: bool,
+    db: DurationCache | None,
+    num_threads: int,
+    progress: bool,
+) -> dict[int, Probe]:
+    """Probe rows `todo` (header, or full decode), through the per-file SQLite cache or, for a `datasets`
+    table of embedded bytes, the fingerprint cache."""
+    results: dict[int, Probe] = {}
+    store = utterances.store if isinstance(utterances, UtteranceTable) else None
+    fp = None
+    if db is not None and store is not None and store.fingerprint and store.blob_column:
+        fp = _FingerprintCache(store.fingerprint, len(store), decode)
+        cached, cached_bad = fp.load()
+        rows = utterances.rows
+        left = []
+        for i in todo:
+            r = int(rows[i])
+            if r in cached_bad:
+                results[i] = (None, None, *cached_bad[r])
+            elif not np.isnan(cached[r]):
+                results[i] = (float(cached[r]), None, None, "")
+            else:
+                left.append(i)
+        todo = left
+    elif db is not None:
+        left = []
+        for i in todo:
+            u = utterances[i]
+            hit = db.get(u.audio, decode) if u.audio else None
+            if hit is not None:
+                results[i] = hit
+            else:
+                left.append(i)
+        todo = left
+    if todo:
+        it = (utterances[i] for i in todo)
+        with ThreadPoolExecutor(max(1, num_threads)) as pool:
+            mapped = pool.map(lambda u: (u.audio, _probe(u, decode)), it)
+            if progress:
+                from tqdm import tqdm
+
+                mapped = tqdm(mapped, total=len(todo), desc="scanning audio", unit="file")
+            paths = {}
+            for i, (path, res) in zip(todo, mapped, strict=True):
+                results[i] = res
+                paths[i] = path
+        if fp is not None:
+            rows = utterances.rows
+            for i in todo:
+                r, (dur, _, reason, detail) = int(rows[i]), results[i]
+                if reason is None:
+                    cached[r] = dur
+                else:
+                    cached_bad[r] = (reason, detail)
+            fp.save(cached, cached_bad)
+        elif db is not None:
+            db.put_many((paths[i], decode, *results[i]) for i in todo if paths[i])
+    return results
+
+
+#: Rows whose given duration is compared against the file (per source), and the allowed difference.
+SPOT_CHECK_ROWS = 16
+DURATION_TOLERANCE = 0.1
+
+
+def _spot_check(
+    utterances: Sequence[Utterance], given: np.ndarray, results: dict[int, Probe], rows: list[int]
+) -> None:
+    for i in rows:
+        dur, _, reason, _ = results[i]
+        if reason is None and dur is not None and abs(dur - given[i]) > DURATION_TOLERANCE:
+            u = utterances[i]
+            raise ManifestError(
+                f"{u.origin}: the duration column says {given[i]:.3f} s but {u.audio or u.extra.get('audio_name') or u.id} "
+                f"is {dur:.3f} s long (spot check of {len(rows)} random rows, tolerance {DURATION_TOLERANCE} s); "
+                "fix the column, or set `durations: probe` on this source to measure every file"
+            )
+
+
 def scan(
-    utterances: list[Utterance],
+    utterances: Sequence[Utterance],
     filters: Filters | None = None,
     *,
     task: str = "asr",
@@ -174,8 +295,15 @@ def scan(
     cache: DurationCache | None | Literal[False] = None,
     num_threads: int = 8,
     progress: bool = False,
+    spot_check: int = SPOT_CHECK_ROWS,
+    seed: int = 0,
 ) -> ScanResult:
-    """Probe, filter and report every utterance; sets `utt.duration` from the header on the kept ones.
+    """Probe, filter and report every utterance; fills in durations (`utt.duration`, or the table's column).
+
+    On an `UtteranceTable` from `load_source` (durations: auto), durations the source gives are used as
+    given: only `spot_check` random rows are probed and a mismatch over `DURATION_TOLERANCE` raises
+    `ManifestError` naming the row; rows without a duration are probed (cached). A plain list, `decode=True`
+    or `durations: probe` probes every file. `kept` is a view of the table (or a list for a list).
 
     `decode=True` also decodes each file to catch NaN/inf and all-silence (slower; verdicts are cached).
     `filters` applies min/max duration, empty targets and (with `tokenizer`) max target tokens; these are
@@ -185,80 +313,84 @@ def scan(
     if on_bad_audio not in ("skip", "error"):
         raise ValueError(f"on_bad_audio must be 'skip' or 'error', got {on_bad_audio!r}")
     db = None if cache is False else (cache or DurationCache())
-    results: dict[int, tuple[float | None, int | None, str | None, str]] = {}
-    todo: list[int] = []
-    for i, u in enumerate(utterances):
-        hit = db.get(u.audio, decode) if (db is not None and u.audio) else None
-        if hit is not None:
-            results[i] = hit
-        else:
-            todo.append(i)
-    if todo:
-        it = (utterances[i] for i in todo)
-        with ThreadPoolExecutor(max(1, num_threads)) as pool:
-            mapped = pool.map(lambda u: _probe(u, decode), it)
-            if progress:
-                from tqdm import tqdm
+    is_table = isinstance(utterances, UtteranceTable)
+    n = len(utterances)
+    given = durations_of(utterances).copy() if is_table else np.full(n, np.nan)
+    trust = is_table and utterances.store.trust_durations and not decode
+    spot: list[int] = []
+    if trust:
+        known = np.flatnonzero(~np.isnan(given))
+        todo = np.flatnonzero(np.isnan(given)).tolist()
+        if len(known) and spot_check > 0:
+            rng = np.random.default_rng(seed)
+            spot = sorted(rng.choice(known, size=min(spot_check, len(known)), replace=False).tolist())
+        todo = sorted(todo + spot)
+    else:
+        todo = list(range(n))
+    results = _probe_rows(utterances, todo, decode, db, num_threads, progress)
+    _spot_check(utterances, given, results, spot)
 
-                mapped = tqdm(mapped, total=len(todo), desc="scanning audio", unit="file")
-            for i, res in zip(todo, mapped, strict=True):
-                results[i] = res
-        if db is not None:
-            db.put_many((utterances[i].audio, decode, *results[i]) for i in todo if utterances[i].audio)
+    durs = given
+    for i, (dur, _, reason, _) in results.items():
+        durs[i] = np.nan if reason is not None else dur
+    if is_table:
+        utterances.set_durations(durs)
+        col = utterances.column("text_error")
+        text_err = np.zeros(n, bool) if col is None else col.is_valid().to_numpy(zero_copy_only=False)
+        targets = utterances.texts(task)
+    else:
+        for i, (dur, _, reason, _) in results.items():
+            if reason is None:
+                utterances[i].duration = dur
+        text_err = np.array([bool(u.extra.get("text_error")) for u in utterances], dtype=bool)
+        targets = [u.target(task) or "" for u in utterances]
 
     f = filters or Filters(min_duration=0.0, max_duration=float("inf"), drop_empty=True)
-    bad: list[BadEntry] = []
-    candidates: list[tuple[Utterance, str]] = []
-    for i, u in enumerate(utterances):
-        dur, _, reason, detail = results[i]
-        name = u.audio or u.extra.get("audio_name")
-
-        def drop(r: str, d: str, u: Utterance = u, name: Any = name) -> None:
-            bad.append(BadEntry(u.id, u.origin, name, r, d))
-
-        if u.extra.get("text_error"):
-            drop(A.BAD_ENCODING, f"{u.extra['text_error']}; re-save the manifest as UTF-8")
-            continue
-        if reason is not None:
-            drop(reason, detail)
-            continue
-        assert dur is not None
-        u.duration = dur
-        if dur < f.min_duration:
-            drop(A.TOO_SHORT, f"{dur:.3f}s < min_duration {f.min_duration}s")
-            continue
-        if dur > f.max_duration:
-            drop(A.TOO_LONG, f"{dur:.3f}s > max_duration {f.max_duration}s")
-            continue
-        target = u.target(task) or ""
-        if normalize_target:
-            target = normalize_target(target)
-        if f.drop_empty and not target.strip():
-            drop(A.EMPTY_TEXT, f"no {'translation' if task == 'st' else 'transcript'} text")
-            continue
-        candidates.append((u, target))
-
-    kept = [u for u, _ in candidates]
-    if tokenizer is not None and f.max_target_tokens:
-        lengths = _count_tokens(tokenizer, [t for _, t in candidates])
-        kept = []
-        for (u, _), n in zip(candidates, lengths, strict=True):
-            if n > f.max_target_tokens:
-                bad.append(
-                    BadEntry(
-                        u.id,
-                        u.origin,
-                        u.audio,
-                        A.TOO_MANY_TOKENS,
-                        f"{n} > max_target_tokens {f.max_target_tokens}",
-                    )
-                )
+    bad: list[tuple[int, str, str]] = []
+    candidates: list[int] = []
+    cand_targets: list[str] = []
+    for i in range(n):
+        probe = results.get(i)
+        if text_err[i]:
+            err = utterances[i].extra["text_error"]
+            bad.append((i, A.BAD_ENCODING, f"{err}; re-save the manifest as UTF-8"))
+        elif probe is not None and probe[2] is not None:
+            bad.append((i, probe[2], probe[3]))
+        elif durs[i] < f.min_duration:
+            bad.append((i, A.TOO_SHORT, f"{durs[i]:.3f}s < min_duration {f.min_duration}s"))
+        elif durs[i] > f.max_duration:
+            bad.append((i, A.TOO_LONG, f"{durs[i]:.3f}s > max_duration {f.max_duration}s"))
+        else:
+            target = normalize_target(targets[i]) if normalize_target else targets[i]
+            if f.drop_empty and not target.strip():
+                what = "translation" if task == "st" else "transcript"
+                bad.append((i, A.EMPTY_TEXT, f"no {what} text"))
             else:
-                kept.append(u)
+                candidates.append(i)
+                cand_targets.append(target)
+    del targets
 
-    result = ScanResult(kept=kept, bad=bad, total=len(utterances))
+    kept_idx = candidates
+    if tokenizer is not None and f.max_target_tokens:
+        kept_idx = []
+        chunk = 4096  # tokenize in chunks: bounded memory on large corpora
+        for start in range(0, len(candidates), chunk):
+            lengths = _count_tokens(tokenizer, cand_targets[start : start + chunk])
+            for i, k in zip(candidates[start : start + chunk], lengths, strict=True):
+                if k > f.max_target_tokens:
+                    bad.append((i, A.TOO_MANY_TOKENS, f"{k} > max_target_tokens {f.max_target_tokens}"))
+                else:
+                    kept_idx.append(i)
+    bad.sort(key=lambda b: b[0])
+    entries = []
+    for i, reason, detail in bad:
+        u = utterances[i]
+        entries.append(BadEntry(u.id, u.origin, u.audio or u.extra.get("audio_name"), reason, detail))
+    kept: Sequence[Utterance] = utterances.subset(kept_idx) if is_table else [utterances[i] for i in kept_idx]
+
+    result = ScanResult(kept=kept, bad=entries, total=n)
     if report_dir is not None:
-        result.report_path = write_report(bad, report_dir)
+        result.report_path = write_report(entries, report_dir)
     defects = result.defects
     if on_bad_audio == "error" and defects:
         first = "\n  ".join(b.describe() for b in defects[:10])
@@ -270,6 +402,6 @@ def scan(
         )
     for b in defects:
         log.warning("skipping %s", b.describe())
-    if bad:
+    if entries:
         log.info("%s", result.summary())
     return result
