@@ -1,22 +1,32 @@
 """Cut long recordings into decodable segments while streaming them, with bounded memory.
 
-An hour of 16 kHz float32 is 230 MB, and an encoder-decoder trained on ~20 s utterances cannot decode
+An hour of 16 kHz float32 is 230 MB, and an encoder-decoder trained on short utterances cannot decode
 it in one go anyway. So a file is read in blocks (`SoundFile.read(frames)`), mixed to mono and
 resampled block by block with soxr's streaming resampler, and a segmenter turns the stream into
 segments with sample-exact start/end times. Only a window of a few segments is held at once.
 
-Two segmenters:
-- `SilenceSegmenter`: voiced regions from `librosa.effects.split`, small gaps bridged, voiced regions
-  longer than `max_segment` cut at their quietest frame, neighbours packed into segments up to
-  `max_segment` seconds. Segments never overlap, so their text is simply concatenated.
-- `FixedSegmenter`: fixed windows with `overlap` seconds shared by neighbours; the duplicated words are
-  removed when stitching (see `runner.stitch`).
+Segments stay within the duration range the model was trained on (`segment_limit`: an exported model
+records `config.training_durations`); a model trained on 1-3 s utterances and handed 18 s spans of
+several utterances collapses into repetitions, so by default one pause-delimited stretch of speech is
+one segment (no packing of several), and stretches longer than the limit are cut at their quietest
+point within it.
+
+Segmenters:
+- `VadSegmenter` ("vad"): speech spans from Silero VAD (`silero-vad` package, whose wheel ships the
+  model; run through torch, never its torchaudio-based file reader).
+- `SilenceSegmenter` ("energy", alias "silence"): voiced regions from `librosa.effects.split` (energy
+  relative to the loudest frame); the fallback when silero-vad is not importable.
+- `FixedSegmenter` ("fixed"): fixed windows with `overlap` seconds shared by neighbours; the duplicated
+  words are removed when stitching (see `runner.stitch`).
+Pause segmenters never overlap, so their text is simply concatenated. `SegmentationReport` records
+what was done per file (method, count, min/median/max length, the limit and where it came from).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -26,6 +36,11 @@ FRAME_SECONDS = 0.064
 HOP_SECONDS = 0.016
 # A recording whose loudest frame is this quiet (power, ~ -50 dBFS) is all silence.
 ABSOLUTE_FLOOR_POWER = 1e-5
+# Without a recorded training range (models exported before it was recorded): the old default.
+DEFAULT_MAX_SEGMENT = 20.0
+# A limit derived from training durations is kept within these bounds (seconds).
+LIMIT_FLOOR, LIMIT_CEILING = 2.0, 30.0
+SEGMENTATIONS = ("vad", "energy", "silence", "fixed")
 
 
 @dataclass
@@ -62,25 +77,32 @@ def stream_audio(path: str, target_sr: int, block_seconds: float = 30.0) -> Iter
                 return
 
 
-class SilenceSegmenter:
-    """Segments between silences, each at most `max_segment` seconds; feed blocks, then `finish()`."""
+class _PauseSegmenter:
+    """Segments between pauses, each at most `max_segment` seconds; feed blocks, then `finish()`.
+
+    Subclasses find the voiced spans (`_voiced`); this class bridges gaps under `min_gap`, pads spans by
+    `pad` (never past the middle of a pause), cuts spans longer than `max_segment` at their quietest
+    frame, and, only when `pack` is set, joins neighbours while they fit in `max_segment`.
+    """
+
+    method = "pause"
 
     def __init__(
         self,
         sampling_rate: int,
-        max_segment: float = 20.0,
-        top_db: float = 35.0,
+        max_segment: float = DEFAULT_MAX_SEGMENT,
         min_gap: float = 0.3,
         pad: float = 0.15,
         window: float | None = None,
+        pack: bool = False,
     ) -> None:
         if max_segment <= 1.0:
             raise ValueError(f"max_segment must be more than 1 second, got {max_segment}")
         self.sr = sampling_rate
         self.max_len = int(max_segment * sampling_rate)
-        self.top_db = top_db
         self.min_gap = int(min_gap * sampling_rate)
         self.pad = int(pad * sampling_rate)
+        self.pack = pack
         self.frame = max(16, int(FRAME_SECONDS * sampling_rate))
         self.hop = max(4, int(HOP_SECONDS * sampling_rate))
         self.window = int((window or max(60.0, 3 * max_segment)) * sampling_rate)
@@ -99,22 +121,16 @@ class SilenceSegmenter:
         return self._process(final=True)
 
     # ---- internals --------------------------------------------------------------------------------
-    def _regions(self, y: np.ndarray) -> list[tuple[int, int]]:
-        import librosa
+    def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
+        raise NotImplementedError
 
-        if len(y) < self.frame:
-            return [(0, len(y))] if len(y) and float(np.abs(y).max()) ** 2 > ABSOLUTE_FLOOR_POWER else []
-        iv = librosa.effects.split(
-            y,
-            top_db=self.top_db,
-            ref=lambda power: max(float(np.max(power)), ABSOLUTE_FLOOR_POWER),
-            frame_length=self.frame,
-            hop_length=self.hop,
-        )
+    def _regions(self, y: np.ndarray) -> list[tuple[int, int]]:
+        if not len(y) or float(np.abs(y).max()) ** 2 <= ABSOLUTE_FLOOR_POWER:
+            return []  # digital silence or near it: nothing to decode (and no model call)
         regions: list[list[int]] = []
-        for s, e in iv.tolist():
+        for s, e in self._voiced(y):
             if regions and s - regions[-1][1] < self.min_gap:
-                regions[-1][1] = e  # bridge short pauses (within words, between close words)
+                regions[-1][1] = max(regions[-1][1], e)  # bridge short pauses (within words, close words)
             else:
                 regions.append([s, e])
         padded: list[tuple[int, int]] = []
@@ -128,7 +144,7 @@ class SilenceSegmenter:
         return pieces
 
     def _split_long(self, y: np.ndarray, s: int, e: int) -> list[tuple[int, int]]:
-        """Cut a voiced region longer than max_segment at its quietest frame in the second half of the limit."""
+        """Cut a region longer than max_segment at its quietest frame in the second half of the limit."""
         out = []
         while e - s > self.max_len:
             lo, hi = s + self.max_len // 2, s + self.max_len - self.frame
@@ -142,7 +158,9 @@ class SilenceSegmenter:
         return out
 
     def _pack(self, regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Join neighbouring regions while the joined span fits in max_segment (more context, fewer calls)."""
+        """With `pack`: join neighbouring regions while the joined span fits in max_segment."""
+        if not self.pack:
+            return regions
         chunks: list[list[int]] = []
         for s, e in regions:
             if chunks and e - chunks[-1][0] <= self.max_len:
@@ -171,6 +189,98 @@ class SilenceSegmenter:
         self._buf = y[keep_from:].copy()
         self._offset += keep_from
         return segs
+
+
+class SilenceSegmenter(_PauseSegmenter):
+    """Energy-based: frames within `top_db` of the loudest frame of the window are voiced."""
+
+    method = "energy"
+
+    def __init__(
+        self, sampling_rate: int, max_segment: float = DEFAULT_MAX_SEGMENT, top_db: float = 35.0, **kw: Any
+    ) -> None:
+        super().__init__(sampling_rate, max_segment, **kw)
+        self.top_db = top_db
+
+    def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
+        import librosa
+
+        if len(y) < self.frame:
+            return [(0, len(y))]
+        iv = librosa.effects.split(
+            y,
+            top_db=self.top_db,
+            ref=lambda power: max(float(np.max(power)), ABSOLUTE_FLOOR_POWER),
+            frame_length=self.frame,
+            hop_length=self.hop,
+        )
+        return [(int(s), int(e)) for s, e in iv.tolist()]
+
+
+_SILERO: dict[str, Any] = {}
+
+
+def silero_available() -> bool:
+    """Whether Silero VAD can be loaded (the `silero-vad` package; its wheel ships the model)."""
+    try:
+        import silero_vad  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _silero_model() -> Any:
+    if "model" not in _SILERO:
+        from silero_vad import load_silero_vad
+
+        _SILERO["model"] = load_silero_vad()  # the TorchScript model inside the wheel: no download
+    return _SILERO["model"]
+
+
+class VadSegmenter(_PauseSegmenter):
+    """Silero VAD speech spans (speech probability per 32 ms chunk, hysteresis at `threshold`).
+
+    Silero runs at 16 kHz (or 8 kHz); other rates are resampled for the detector only.
+    """
+
+    method = "silero"
+
+    def __init__(
+        self, sampling_rate: int, max_segment: float = DEFAULT_MAX_SEGMENT, threshold: float = 0.5, **kw: Any
+    ) -> None:
+        kw.setdefault("pad", 0.1)
+        super().__init__(sampling_rate, max_segment, **kw)
+        self.threshold = threshold
+        self.model = _silero_model()
+
+    def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
+        import torch
+        from silero_vad import get_speech_timestamps
+
+        vad_sr = self.sr if self.sr in (8000, 16000) else 16000
+        x = y
+        if vad_sr != self.sr:
+            import soxr
+
+            x = soxr.resample(y, self.sr, vad_sr, quality="HQ").astype(np.float32)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny model run 31 times per second: threads only add overhead
+        try:
+            with torch.no_grad():
+                spans = get_speech_timestamps(
+                    torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                    self.model,
+                    threshold=self.threshold,
+                    sampling_rate=vad_sr,
+                    min_speech_duration_ms=150,
+                    min_silence_duration_ms=int(1000 * self.min_gap / self.sr),
+                    speech_pad_ms=30,
+                )
+        finally:
+            torch.set_num_threads(threads)
+        self.model.reset_states()
+        scale = self.sr / vad_sr
+        return [(int(sp["start"] * scale), min(len(y), int(sp["end"] * scale))) for sp in spans]
 
 
 class FixedSegmenter:
@@ -210,21 +320,119 @@ class FixedSegmenter:
         return [Segment(self._offset / self.sr, (self._offset + len(y)) / self.sr, y.copy())]
 
 
+def segment_limit(training_durations: dict | None, requested: float | None = None) -> tuple[float, str]:
+    """The longest segment to decode, and where that number came from.
+
+    `requested` (the user's `--max-segment`) wins. Otherwise the model's recorded training range
+    (`config.training_durations`, seconds: min/max/median/p95): its max, but no more than 1.5 × p95
+    (a few outliers should not double the limit), kept within [2, 30] s. Without a record: 20 s.
+    """
+    if requested is not None:
+        return float(requested), "--max-segment"
+    d = training_durations or {}
+    longest = d.get("max")
+    if not isinstance(longest, int | float) or longest <= 0:
+        return DEFAULT_MAX_SEGMENT, "default (the model records no training durations)"
+    limit = float(longest)
+    p95 = d.get("p95")
+    if isinstance(p95, int | float) and p95 > 0:
+        limit = min(limit, 1.5 * float(p95))
+    limit = round(min(LIMIT_CEILING, max(LIMIT_FLOOR, limit)), 2)
+    detail = f"max {float(longest):.1f} s" + (
+        f", p95 {float(p95):.1f} s" if isinstance(p95, int | float) else ""
+    )
+    return limit, f"model's training durations ({detail})"
+
+
+@dataclass
+class SegmentationReport:
+    """What segmentation did for one file: `as_dict()` for json output, `summary()` for one log line."""
+
+    requested: str
+    method: str
+    limit: float
+    limit_source: str
+    fallback: str | None = None  # why `method` differs from `requested`
+    durations: list[float] = field(default_factory=list)
+
+    def add(self, segment: Segment) -> None:
+        self.durations.append(segment.duration)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.durations
+        return {
+            "method": self.method,
+            "segments": len(d),
+            "min_seconds": round(min(d), 2) if d else None,
+            "median_seconds": round(float(np.median(d)), 2) if d else None,
+            "max_seconds": round(max(d), 2) if d else None,
+            "limit_seconds": self.limit,
+            "limit_source": self.limit_source,
+            "fallback": self.fallback,
+        }
+
+    def summary(self) -> str:
+        d = self.as_dict()
+        lengths = (
+            f", {d['min_seconds']:.1f}/{d['median_seconds']:.1f}/{d['max_seconds']:.1f} s min/median/max"
+            if self.durations
+            else ""
+        )
+        note = f" ({self.fallback})" if self.fallback else ""
+        return (
+            f"segmentation: {self.method}{note}, {d['segments']} segments{lengths}, "
+            f"limit {self.limit:g} s from {self.limit_source}"
+        )
+
+
 def make_segmenter(
-    kind: str, sampling_rate: int, max_segment: float = 20.0, overlap: float = 2.0
-) -> SilenceSegmenter | FixedSegmenter:
-    if kind == "silence":
-        return SilenceSegmenter(sampling_rate, max_segment)
+    kind: str,
+    sampling_rate: int,
+    max_segment: float = DEFAULT_MAX_SEGMENT,
+    overlap: float = 2.0,
+    pack: bool = False,
+) -> tuple[_PauseSegmenter | FixedSegmenter, str | None]:
+    """(segmenter, why a fallback was used or None). "vad" falls back to "energy" without silero-vad."""
+    if kind == "vad":
+        if silero_available():
+            return VadSegmenter(sampling_rate, max_segment, pack=pack), None
+        return (
+            SilenceSegmenter(sampling_rate, max_segment, pack=pack),
+            "silero-vad is not installed: energy-based fallback",
+        )
+    if kind in ("energy", "silence"):
+        return SilenceSegmenter(sampling_rate, max_segment, pack=pack), None
     if kind == "fixed":
-        return FixedSegmenter(sampling_rate, max_segment, overlap)
-    raise ValueError(f"unknown segmentation {kind!r}: expected 'silence' or 'fixed'")
+        return FixedSegmenter(sampling_rate, max_segment, overlap), None
+    raise ValueError(f"unknown segmentation {kind!r}: expected one of {', '.join(SEGMENTATIONS)}")
 
 
 def segment_file(
-    path: str, sampling_rate: int, kind: str = "silence", max_segment: float = 20.0, overlap: float = 2.0
+    path: str,
+    sampling_rate: int,
+    kind: str = "vad",
+    max_segment: float = DEFAULT_MAX_SEGMENT,
+    overlap: float = 2.0,
+    report: SegmentationReport | None = None,
+    pack: bool = False,
 ) -> Iterator[Segment]:
-    """Stream `path` and yield its segments in time order."""
-    segmenter = make_segmenter(kind, sampling_rate, max_segment, overlap)
+    """Stream `path` and yield its segments in time order; fills `report` (method, lengths) if given."""
+    segmenter, fallback = make_segmenter(kind, sampling_rate, max_segment, overlap, pack)
+    if report is not None:
+        report.method = "fixed" if isinstance(segmenter, FixedSegmenter) else segmenter.method
+        report.fallback = fallback
     for block in stream_audio(path, sampling_rate, block_seconds=max(10.0, max_segment)):
-        yield from segmenter.feed(block)
-    yield from segmenter.finish()
+        for seg in segmenter.feed(block):
+            if report is not None:
+                report.add(seg)
+            yield seg
+    for seg in segmenter.finish():
+        if report is not None:
+            report.add(seg)
+        yield seg
+
+
+def new_report(kind: str, training_durations: dict | None, requested: float | None) -> SegmentationReport:
+    """An empty report for one file, with the limit resolved (see `segment_limit`)."""
+    limit, source = segment_limit(training_durations, requested)
+    return SegmentationReport(requested=kind, method=kind, limit=limit, limit_source=source)
