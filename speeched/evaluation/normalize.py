@@ -1,29 +1,42 @@
 """Text normalisers for scoring, each with a name that goes into every report.
 
 WER on raw text mostly measures casing and punctuation; WER on normalised text measures words. Both are
-reported, and the normaliser is always named, because a WER without its normaliser cannot be compared.
+reported, and the normaliser is always named (with its package and version), because a WER without its
+normaliser cannot be compared.
 
-`english` is transformers' port of Whisper's `EnglishTextNormalizer` (numbers, contractions, titles,
-fillers). Whisper's version also unifies British/American spellings with a mapping that ships with the
-Whisper tokenizer (`normalizer.json`), which is not on this machine: we look for it next to the model,
-in `$SPEECHED_ENGLISH_SPELLING`, in an installed `openai-whisper` package and in the HF cache, and when
-it is not found we run the same normaliser with an empty mapping and say so in its name.
+`english` is Whisper's `EnglishTextNormalizer` from the `whisper-normalizer` package, which ships
+Whisper's British->American spelling map (`english.json`, ~1.7k entries): numbers, contractions,
+titles, fillers and spellings are unified. If a `normalizer.json` sits next to the model (a Whisper
+tokenizer folder ships one), that map is used instead and the description names it.
+
+Number words: the English normaliser turns "one five seven" into "157", so on digit strings WER
+becomes an error rate over *numbers*, not words (one wrong digit makes the whole number one error, a
+dropped digit a substitution). `number_word_fraction` measures how much of a reference set is number
+words, and `NUMBER_WORDS_WARNING` is the advice eval shows when that fraction is high.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 NORMALIZERS = ("english", "basic", "none")
+NUMBER_WORDS_THRESHOLD = 0.5
+NUMBER_WORDS_WARNING = (
+    "{percent:.0f}% of the reference words are number words: the english normaliser joins spoken "
+    "numbers into digits ('one five seven' -> '157'), so this WER counts errors per number, not per "
+    "word; pass --normalizer basic to score word by word"
+)
 
 
 @dataclass(frozen=True)
 class Normalizer:
-    """A named text normaliser; `description` says exactly what it does (and what it could not do)."""
+    """A named text normaliser; `description` says exactly what it does (and which package did it)."""
 
     name: str
     description: str
@@ -34,67 +47,86 @@ class Normalizer:
         return " ".join(self.fn(text).split())
 
 
-def find_english_spelling_mapping(search_dirs: Iterable[str | Path] = ()) -> Path | None:
-    """Locate Whisper's British->American spelling mapping offline, or None."""
-    candidates: list[Path] = [Path(d) / "normalizer.json" for d in search_dirs]
-    env = os.environ.get("SPEECHED_ENGLISH_SPELLING")
-    if env:
-        candidates.insert(0, Path(env))
-    try:  # openai-whisper ships it as whisper/normalizers/english.json
-        import whisper.normalizers  # type: ignore[import-not-found]
-
-        candidates.append(Path(whisper.normalizers.__file__).parent / "english.json")
-    except Exception:  # noqa: BLE001 - absent or broken install: just not a candidate
-        pass
+def _package_version(name: str) -> str:
     try:
-        from huggingface_hub import try_to_load_from_cache
+        return version(name)
+    except PackageNotFoundError:  # pragma: no cover - a declared dependency
+        return "unknown"
 
-        for repo in (
-            "openai/whisper-tiny",
-            "openai/whisper-base",
-            "openai/whisper-small",
-            "openai/whisper-large-v3",
-        ):
-            hit = try_to_load_from_cache(repo, "normalizer.json")
-            if isinstance(hit, str):
-                candidates.append(Path(hit))
-    except Exception:  # noqa: BLE001
-        pass
-    for path in candidates:
+
+def _find_model_spelling_map(search_dirs: Iterable[str | Path]) -> Path | None:
+    for folder in search_dirs:
+        path = Path(folder) / "normalizer.json"
         if path.is_file():
             return path
     return None
 
 
 def get_normalizer(name: str, search_dirs: Iterable[str | Path] = ()) -> Normalizer:
-    """Build the normaliser `name` (english | basic | none); `search_dirs` may hold Whisper's normalizer.json."""
+    """Build the normaliser `name` (english | basic | none).
+
+    `search_dirs` (e.g. the model folder) may hold a Whisper `normalizer.json` spelling map that then
+    replaces the package's.
+    """
     if name == "none":
         return Normalizer("none", "no normalisation: scores equal the raw scores", lambda s: s)
-    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
-
     if name == "basic":
+        from whisper_normalizer.basic import BasicTextNormalizer
+
         return Normalizer(
             "basic",
-            "transformers BasicTextNormalizer: lowercase, drop punctuation/symbols and bracketed text",
+            f"Whisper BasicTextNormalizer (whisper-normalizer {_package_version('whisper-normalizer')}): "
+            "lowercase, drop punctuation/symbols and bracketed text",
             BasicTextNormalizer(),
         )
     if name == "english":
-        mapping_path = find_english_spelling_mapping(search_dirs)
+        from whisper_normalizer.english import EnglishTextNormalizer
+
+        normalizer = EnglishTextNormalizer()
+        source = f"whisper-normalizer {_package_version('whisper-normalizer')}"
+        mapping_path = _find_model_spelling_map(search_dirs)
         if mapping_path is not None:
-            mapping = json.loads(mapping_path.read_text(encoding="utf-8"))
-            return Normalizer(
-                "english",
-                f"Whisper EnglishTextNormalizer with spelling mapping {mapping_path}",
-                EnglishTextNormalizer(mapping),
-            )
+            normalizer.standardize_spellings.mapping = json.loads(mapping_path.read_text(encoding="utf-8"))
+            spelling = f"the spelling map {mapping_path}"
+        else:
+            spelling = f"its British->American spelling map ({len(normalizer.standardize_spellings.mapping)} entries)"
         return Normalizer(
-            "english-nospelling",
-            "Whisper EnglishTextNormalizer WITHOUT its British->American spelling mapping (normalizer.json "
-            "not available offline; set SPEECHED_ENGLISH_SPELLING=path/to/normalizer.json to add it): "
-            "numbers, contractions, titles and fillers are normalised, 'colour' vs 'color' still differ",
-            EnglishTextNormalizer({}),
+            "english",
+            f"Whisper EnglishTextNormalizer ({source}) with {spelling}: numbers to digits, contractions, "
+            "titles, fillers",
+            normalizer,
         )
     raise ValueError(f"unknown normalizer {name!r}: choose one of {', '.join(NORMALIZERS)}")
+
+
+@lru_cache(maxsize=1)
+def english_number_words() -> frozenset[str]:
+    """The words Whisper's English normaliser turns into digits (from its own tables), plus 'oh'."""
+    from whisper_normalizer.english import EnglishNumberNormalizer
+
+    n = EnglishNumberNormalizer()
+    tables = (n.zeros, n.ones, n.ones_plural, n.ones_ordinal, n.tens, n.tens_plural, n.tens_ordinal)
+    tables += (n.multipliers, n.multipliers_plural, n.multipliers_ordinal)
+    return frozenset(word for table in tables for word in table) | {"oh"}
+
+
+def number_word_fraction(texts: Iterable[str]) -> float:
+    """Share of words (lowercased, punctuation stripped) in `texts` that are English number words."""
+    numbers = english_number_words()
+    words = [w for text in texts for w in re.findall(r"[a-z]+", text.lower())]
+    if not words:
+        return 0.0
+    return sum(w in numbers for w in words) / len(words)
+
+
+def number_words_warning(references: Iterable[str], normalizer_name: str) -> str | None:
+    """The warning eval shows when most reference words are number words under `english`, else None."""
+    if normalizer_name != "english":
+        return None
+    fraction = number_word_fraction(references)
+    if fraction <= NUMBER_WORDS_THRESHOLD:
+        return None
+    return NUMBER_WORDS_WARNING.format(percent=100 * fraction)
 
 
 def default_normalizer_name(task: str, lang: str | None) -> str:
