@@ -1,0 +1,151 @@
+"""Long-form segmentation: Silero VAD on real (eSpeak) speech, the energy fallback, the training-range limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speeched.data.espeak import SAMPLE_RATE, Espeak
+from speeched.transcription import segment
+from speeched.transcription.segment import (
+    SegmentationReport,
+    VadSegmenter,
+    new_report,
+    segment_file,
+    segment_limit,
+)
+
+SR = SAMPLE_RATE
+PHRASES = ["seven three", "hello there", "nine", "four two one", "the cat sat down"]
+
+
+def _speech_span(audio: np.ndarray) -> tuple[int, int]:
+    """First/last sample above -40 dBFS: where eSpeak's speech really starts and ends."""
+    idx = np.nonzero(np.abs(audio) > 0.01)[0]
+    return int(idx[0]), int(idx[-1])
+
+
+@pytest.fixture(scope="module")
+def words_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    """eSpeak phrases separated by 0.5-1.0 s of digital silence; returns the file and the speech spans."""
+    engine, rng = Espeak(), np.random.default_rng(0)
+    parts, spans, t = [], [], 0
+    for phrase in PHRASES:
+        gap = int(rng.uniform(0.5, 1.0) * SR)
+        audio = engine.synthesize(phrase, "en-us")
+        s, e = _speech_span(audio)
+        spans.append(((t + gap + s) / SR, (t + gap + e) / SR))
+        parts += [np.zeros(gap, np.float32), audio]
+        t += gap + len(audio)
+    parts.append(np.zeros(SR // 2, np.float32))
+    path = tmp_path_factory.mktemp("seg") / "words.wav"
+    sf.write(path, np.concatenate(parts), SR)
+    return path, spans
+
+
+@pytest.fixture(scope="module")
+def long_speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~12 s of speech without any pause longer than eSpeak's word gaps."""
+    text = "one two three four five six seven eight nine " * 3
+    audio = Espeak().synthesize(text, "en-us", rate=170)
+    s, e = _speech_span(audio)
+    path = tmp_path_factory.mktemp("seg") / "long.wav"
+    sf.write(path, audio[s : e + 1], SR)
+    return path
+
+
+def test_vad_finds_the_spoken_phrases(words_file: tuple[Path, list]) -> None:
+    path, spans = words_file
+    seg = VadSegmenter(SR, max_segment=10, pad=0.0)
+    found = []
+    for block in segment.stream_audio(str(path), SR):
+        found += seg.feed(block)
+    found += seg.finish()
+    assert len(found) == len(spans)
+    for s, (start, end) in zip(found, spans, strict=True):
+        assert abs(s.start - start) <= 0.15 and abs(s.end - end) <= 0.15, (s.start, s.end, start, end)
+
+
+def test_vad_segments_are_single_utterances_padded_into_the_pauses(words_file: tuple[Path, list]) -> None:
+    path, spans = words_file
+    report = new_report("vad", None, None)
+    found = list(segment_file(str(path), SR, "vad", report=report))
+    # Not packed: each phrase is its own segment, though all five would fit in the 20 s default.
+    assert len(found) == len(spans)
+    for s, (start, end) in zip(found, spans, strict=True):
+        assert s.start <= start and s.end >= end  # padding never cuts speech
+    assert all(a.end <= b.start for a, b in zip(found, found[1:], strict=False))
+    d = report.as_dict()
+    durations = [s.duration for s in found]
+    assert d["method"] == "silero" and d["fallback"] is None and d["segments"] == len(found)
+    assert d["min_seconds"] == round(min(durations), 2) and d["max_seconds"] == round(max(durations), 2)
+    assert d["median_seconds"] == round(float(np.median(durations)), 2)
+    assert d["limit_seconds"] == 20.0 and "no training durations" in d["limit_source"]
+    assert "silero, 5 segments" in report.summary()
+    packed = list(segment_file(str(path), SR, "vad", pack=True))
+    assert len(packed) == 1  # the old behaviour, now only on request
+
+
+@pytest.mark.parametrize("kind", ["vad", "energy"])
+def test_long_continuous_speech_is_split_within_the_limit(long_speech: Path, kind: str) -> None:
+    duration = sf.info(long_speech).duration
+    assert duration > 7
+    report = new_report(kind, {"min": 1.0, "max": 3.4, "median": 2.0, "p95": 2.8}, None)
+    assert report.limit == 3.4
+    found = list(segment_file(str(long_speech), SR, kind, max_segment=report.limit, report=report))
+    assert len(found) >= int(duration / 3.4) + 1
+    assert max(s.duration for s in found) <= 3.4 + 1e-6
+    assert found[0].start == 0.0 and found[-1].end == pytest.approx(duration, abs=0.01)  # nothing lost
+    assert all(abs(a.end - b.start) < 1e-9 for a, b in zip(found, found[1:], strict=False))  # cut, no gap
+    assert report.as_dict()["segments"] == len(found)
+
+
+def test_energy_fallback_when_silero_is_unavailable(
+    words_file: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, spans = words_file
+    monkeypatch.setattr(segment, "silero_available", lambda: False)
+    report = new_report("vad", None, 4.0)
+    found = list(segment_file(str(path), SR, "vad", max_segment=report.limit, report=report))
+    assert report.method == "energy" and "silero-vad is not installed" in (report.fallback or "")
+    assert report.limit_source == "--max-segment"
+    assert len(found) == len(spans)
+    for s, (start, end) in zip(found, spans, strict=True):
+        assert s.start <= start + 0.05 and s.end >= end - 0.05
+        assert start - s.start <= 0.35 and s.end - end <= 0.35
+    assert "energy (silero-vad is not installed" in report.summary()
+
+
+def test_digital_silence_gives_no_segments_without_running_the_vad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(SR * 200, np.float32), SR)
+
+    def refuse(self: object, y: np.ndarray) -> list:
+        raise AssertionError("the VAD ran on digital silence")
+
+    monkeypatch.setattr(VadSegmenter, "_voiced", refuse)
+    report = new_report("vad", None, None)
+    assert list(segment_file(str(path), SR, "vad", report=report)) == []
+    d = report.as_dict()
+    assert d["segments"] == 0 and d["min_seconds"] is None and "0 segments" in report.summary()
+
+
+def test_segment_limit_comes_from_the_training_range() -> None:
+    assert segment_limit(None) == (20.0, "default (the model records no training durations)")
+    assert segment_limit({"max": 3.0, "p95": 2.5}, 7.5) == (7.5, "--max-segment")
+    limit, source = segment_limit({"min": 1.0, "max": 3.1, "median": 1.9, "p95": 2.7})
+    assert limit == 3.1 and source == "model's training durations (max 3.1 s, p95 2.7 s)"
+    assert segment_limit({"max": 40.0, "p95": 6.0})[0] == 9.0  # an outlier max is capped at 1.5 × p95
+    assert segment_limit({"max": 0.8, "p95": 0.7})[0] == 2.0  # floor
+    assert segment_limit({"max": 90.0, "p95": 80.0})[0] == 30.0  # ceiling
+
+
+def test_unknown_segmentation_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected one of vad, energy, silence, fixed"):
+        list(segment_file("x.wav", SR, "smart"))
+    assert isinstance(new_report("fixed", None, 6.0), SegmentationReport)
