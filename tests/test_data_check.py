@@ -1,4 +1,4 @@
-"""`speeched data check`: exit 0 when all usable, 1 when not, 2 on usage errors."""
+"""`speeched data check`: exit 0 when all usable, 1 when not, 2 on usage errors (missing/empty/malformed)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_json_output(tmp_path):
     res = CliRunner().invoke(
         app, ["data", "check", _manifest(tmp_path, True), "--out", str(tmp_path / "o"), "--json"]
     )
-    data = json.loads(res.output)
+    data = json.loads(res.stdout)
     assert (
         res.exit_code == 1
         and data["usable"] == 4
@@ -70,7 +70,43 @@ def test_usage_errors_exit_2(tmp_path):
     assert res.exit_code == 2 and "format" in res.output
 
 
-def test_malformed_manifest_exit_1_names_line(tmp_path):
+def test_malformed_manifest_exit_2_names_line(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"audio": "a.wav", "text": "x"}\nnot json\n')
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "m.jsonl:2: invalid JSON" in res.output
+    assert res.exit_code == 2 and "m.jsonl:2: invalid JSON" in res.output
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_empty_manifest_is_a_usage_error(tmp_path, content):
+    (tmp_path / "m.jsonl").write_text(content)
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert "empty" in res.output and "bad_audio" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_out_is_under_runs_and_printed(tmp_path, monkeypatch):
+    manifest = _manifest(tmp_path, False)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = CliRunner().invoke(app, ["data", "check", manifest])
+    assert res.exit_code == 0, res.output
+    out = work / "runs" / "data-check" / "m"
+    assert (out / "durations.png").is_file() and (out / "bad_audio.jsonl").is_file()
+    assert "report: runs/data-check/m/bad_audio.jsonl" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "cache",
+        "cwd",
+    ]  # nothing beside the data
+
+
+def test_check_probes_every_file_even_with_a_duration_column(tmp_path):
+    rows = []
+    for i in range(3):
+        sf.write(tmp_path / f"u{i}.wav", np.full(16000, 0.1, np.float32), 16000)
+        rows.append({"id": f"u{i}", "audio": f"u{i}.wav", "text": "w", "duration": 1.0})
+    rows.append({"id": "gone", "audio": "gone.wav", "text": "w", "duration": 1.0})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "m.jsonl:4: missing file" in res.output

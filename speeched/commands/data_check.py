@@ -10,9 +10,13 @@ import typer
 
 def command(
     path: Annotated[str, typer.Argument(help="JSONL/CSV/TSV manifest, audiofolder dir, or datasets path")],
-    out: Annotated[Path, typer.Option("--out", help="folder for bad_audio.jsonl and durations.png")] = Path(
-        "data-check"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="folder for bad_audio.jsonl and durations.png (default: runs/data-check/<source name>)",
+        ),
+    ] = None,
     format: Annotated[
         str, typer.Option("--format", help="auto, jsonl, csv, tsv, audiofolder or datasets")
     ] = "auto",
@@ -24,21 +28,20 @@ def command(
         bool, typer.Option(help="decode every file (finds NaN/silence); --no-decode: headers only")
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar while scanning")] = False,
 ) -> None:
-    """Exit 0 when every entry is usable, 1 when some are not (or the manifest is malformed), 2 on usage errors."""
+    """Exit 0 when every entry is usable, 1 when some are not, 2 on usage errors (a missing, empty or
+    malformed manifest, a bad option)."""
     import os
 
     from pydantic import ValidationError
 
-    from speeched.data.check import check_data
+    from speeched.data.check import check_data, default_out_dir
     from speeched.data.config import DataSource, Filters
-    from speeched.data.sources import ManifestError
+    from speeched.errors import PartialFailure, UsageError
 
     if format != "datasets" and not os.path.exists(path):
-        typer.echo(
-            f"error: {path} does not exist (give a manifest file, audiofolder or dataset folder)", err=True
-        )
-        raise typer.Exit(2)
+        raise UsageError(f"{path} does not exist (give a manifest file, audiofolder or dataset folder)")
     try:
         source = DataSource(
             path=path,
@@ -48,16 +51,16 @@ def command(
             filters=Filters(min_duration=min_duration, max_duration=max_duration),
         )
     except ValidationError as err:
-        typer.echo(f"error: bad option: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}", err=True)
-        raise typer.Exit(2) from None
-    try:
-        report = check_data(source, out_dir=str(out), decode=decode)
-    except (ManifestError, FileNotFoundError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        first = err.errors()[0]
+        raise UsageError(f"bad option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    out_dir = str(out) if out is not None else default_out_dir(path)
+    report = check_data(source, out_dir=out_dir, decode=decode, progress=progress)
     if json_out:
         typer.echo(report.to_json())
     else:
         for line in report.lines():
             typer.echo(line)
-    raise typer.Exit(0 if report.ok else 1)
+    if not report.ok:
+        raise PartialFailure(
+            f"{len(report.bad)} of {report.total} entries unusable; see {report.report_path}"
+        )

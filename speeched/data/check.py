@@ -11,6 +11,7 @@ import numpy as np
 from speeched.data.config import DataSource, Filters
 from speeched.data.scan import BadEntry, DurationCache, scan
 from speeched.data.sources import load_source
+from speeched.data.table import durations_of
 
 PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 
@@ -21,7 +22,7 @@ class CheckReport:
 
     source: str
     total: int
-    durations: list[float]
+    durations: np.ndarray
     bad: list[BadEntry] = field(default_factory=list)
     histogram: str | None = None
     report_path: str | None = None
@@ -32,10 +33,10 @@ class CheckReport:
 
     @property
     def hours(self) -> float:
-        return float(sum(self.durations)) / 3600
+        return float(np.sum(self.durations)) / 3600
 
     def percentiles(self) -> dict[int, float]:
-        if not self.durations:
+        if not len(self.durations):
             return {}
         values = np.percentile(np.asarray(self.durations), PERCENTILES)
         return {p: float(v) for p, v in zip(PERCENTILES, values, strict=True)}
@@ -46,7 +47,7 @@ class CheckReport:
             f"utterances: {self.total} total, {len(self.durations)} usable, {len(self.bad)} unusable",
             f"hours (usable): {self.hours:.3f}",
         ]
-        if self.durations:
+        if len(self.durations):
             pct = self.percentiles()
             out.append("duration seconds: " + "  ".join(f"p{p}={v:.2f}" for p, v in pct.items()))
         if self.histogram:
@@ -54,8 +55,8 @@ class CheckReport:
         if self.bad:
             out.append(f"unusable entries ({len(self.bad)}):")
             out.extend(f"  {b.describe()}" for b in self.bad)
-            if self.report_path:
-                out.append(f"report: {self.report_path}")
+        if self.report_path:
+            out.append(f"report: {self.report_path}")
         return out
 
     def to_json(self) -> str:
@@ -64,6 +65,7 @@ class CheckReport:
                 "source": self.source,
                 "total": self.total,
                 "usable": len(self.durations),
+                "report": self.report_path,
                 "hours": self.hours,
                 "percentiles": self.percentiles(),
                 "histogram": self.histogram,
@@ -74,7 +76,7 @@ class CheckReport:
         )
 
 
-def plot_histogram(durations: list[float], path: str, title: str) -> str:
+def plot_histogram(durations: np.ndarray | list[float], path: str, title: str) -> str:
     """Duration histogram PNG (Agg backend: works headless)."""
     import matplotlib
 
@@ -92,28 +94,45 @@ def plot_histogram(durations: list[float], path: str, title: str) -> str:
     return path
 
 
+def default_out_dir(path: str) -> str:
+    """Where `data check` writes when not told: runs/data-check/<source name> under the current folder
+    (runs/ is where training writes too, and is git-ignored), never next to the data (often read-only)."""
+    name = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "source"
+    return os.path.join("runs", "data-check", name)
+
+
 def check_data(
     source: DataSource,
     out_dir: str | None = None,
     decode: bool = True,
     cache: DurationCache | None = None,
+    progress: bool = False,
 ) -> CheckReport:
-    """Scan everything (full decode by default: NaN/silence too) under `source.filters`; never raises for
-    bad audio. Writes `bad_audio.jsonl` and `durations.png` into `out_dir` when given."""
-    utts = load_source(source)
-    result = scan(utts, source.filters, decode=decode, on_bad_audio="skip", report_dir=out_dir, cache=cache)
+    """Scan everything (every file probed; full decode by default: NaN/silence too) under
+    `source.filters`; never raises for bad audio. Writes `bad_audio.jsonl` and `durations.png` into
+    `out_dir` when given. An empty source raises `ManifestError` (exit 2) from `load_source`."""
+    utts = load_source(source.model_copy(update={"durations": "probe"}))  # check every file's header
+    result = scan(
+        utts,
+        source.filters,
+        decode=decode,
+        on_bad_audio="skip",
+        report_dir=out_dir,
+        cache=cache,
+        progress=progress,
+    )
     report = CheckReport(
         source=source.path,
         total=result.total,
-        durations=[u.duration or 0.0 for u in result.kept],
+        durations=np.nan_to_num(durations_of(result.kept), nan=0.0),
         bad=result.bad,
         report_path=result.report_path,
     )
-    if out_dir and report.durations:
+    if out_dir and len(report.durations):
         report.histogram = plot_histogram(
             report.durations, os.path.join(out_dir, "durations.png"), os.path.basename(source.path)
         )
     return report
 
 
-__all__ = ["CheckReport", "Filters", "check_data", "plot_histogram"]
+__all__ = ["CheckReport", "Filters", "check_data", "default_out_dir", "plot_histogram"]
