@@ -155,7 +155,44 @@ def write_tiny_recipe(tmp: Path, corpus: Path, **sections) -> Path:
     return path
 
 
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def tone_corpus(root: Path, num: int = 40, dev: int = 6, seed: int = 3) -> Path:
+    """A tiny spoken-digits stand-in without eSpeak: each word is a 0.25 s chord of its own two tones (+ a
+    little noise), 2-4 words per utterance, 16 kHz mono WAVs; manifests train.jsonl / dev.jsonl with
+    id, audio (relative path), text and duration — the columns `speeched data synth` writes."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    root = Path(root)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    sr, word_s = 16000, 0.25
+    t = np.arange(int(sr * word_s)) / sr
+    for split, n in (("train", num), ("dev", dev)):
+        rows = []
+        for i in range(n):
+            words = [DIGITS[k] for k in rng.integers(0, 10, size=int(rng.integers(2, 5)))]
+            parts = [
+                0.3 * np.sin(2 * np.pi * (300 + 90 * DIGITS.index(w)) * t)
+                + 0.2 * np.sin(2 * np.pi * (1200 + 140 * DIGITS.index(w)) * t)
+                for w in words
+            ]
+            x = np.concatenate([np.zeros(800), *parts, np.zeros(800)])
+            x = (x + 0.01 * rng.standard_normal(len(x))).astype(np.float32)
+            name = f"audio/{split}-{i:04d}.wav"
+            sf.write(root / name, x, sr)
+            rows.append({"id": f"{split}-{i:04d}", "audio": name, "text": " ".join(words),
+                         "duration": round(len(x) / sr, 4)})  # fmt: skip
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
 __all__ = [
+    "tone_corpus",
     "AutoModel",
     "make_tiny_model_dir",
     "minilm_path",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import minilm_path, tiny_encoder_dir
+from helpers import minilm_path, tiny_encoder_dir, tone_corpus
 from helpers import write_tiny_recipe as write_recipe
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -21,11 +21,7 @@ from speeched.training.trainer import train
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from speeched.data.synth import synthesize_corpus
-
-    out = tmp_path_factory.mktemp("corpus")
-    synthesize_corpus(out, kind="digits", num=40, seed=3, progress=False)
-    return out
+    return tone_corpus(tmp_path_factory.mktemp("corpus"), num=40)
 
 
 def torchrun_train(recipe_path: Path, out: Path, *extra: str) -> None:

@@ -6,6 +6,13 @@ from pathlib import Path
 
 import typer
 
+from speeched.commands import options
+
+EPILOG = options.epilog(
+    "speeched average runs/demo/checkpoints/step-00000800 runs/demo/checkpoints/step-00001000 --out runs/demo/avg",
+    "speeched average runs/demo/checkpoints/step-* --out runs/demo/avg --assets-from runs/demo/best",
+)
+
 
 def command(
     checkpoints: list[Path] = typer.Argument(
@@ -18,17 +25,12 @@ def command(
         help="Model dir to copy tokenizer/preprocessor files from (default: the run's best/).",
     ),
 ) -> None:
-    """Average float weights (in fp32) of CKPTs; config from the newest. Exit 2 on unusable input."""
+    """Average float weights (in fp32) of CKPTs; config from the newest."""
     from speeched.logging_setup import setup_logging
     from speeched.training.averaging import AveragingError, average_checkpoints
 
     setup_logging()
     if len(checkpoints) < 2:
-        typer.echo("speeched average: give at least two checkpoints to average", err=True)
-        raise typer.Exit(2)
-    try:
-        average_checkpoints(checkpoints, out, assets_from=assets_from)
-    except AveragingError as err:
-        typer.echo(f"speeched average: {err}", err=True)
-        raise typer.Exit(2) from err
+        raise AveragingError("give at least two checkpoints to average")
+    average_checkpoints(checkpoints, out, assets_from=assets_from)
     typer.echo(f"averaged {len(checkpoints)} checkpoints into {out}")

@@ -3,7 +3,8 @@
 The input kind is read from the extractor itself (`model_input_names[0]`): `input_values` for raw-waveform
 encoders (wav2vec2, HuBERT, ...) and `input_features` for log-mel encoders (Speech2Text, Whisper, ...).
 Extractors with a fixed window (`n_samples`, e.g. Whisper's 30 s) are padded to it because their
-encoders require it; everything else is padded to the longest item in the batch.
+encoders require it; everything else is padded to the longest item in the batch. Items may instead
+carry features from `speeched.data.feature_cache` (extracted the same way, one utterance at a time).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from speeched.data.feature_cache import extraction_kwargs
 from speeched.data.records import Utterance
 
 IGNORE_INDEX = -100
@@ -124,8 +126,25 @@ class SpeechCollator:
         return out
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Items carry `array` (a waveform, extracted here) or `features` (from a FeatureCache)."""
         if not items:
             raise ValueError("SpeechCollator got an empty batch")
+        if "features" in items[0]:
+            batch, seconds = self._pad_features(items)
+        else:
+            batch, seconds = self._extract(items)
+        utts = [it["utterance"] for it in items]
+        batch.update(self.label_inputs(utts))
+        batch["targets"] = self.targets(utts)
+        # The CTC auxiliary loss reads transcripts (for st too: CTC needs a monotonic target, a translation is not)
+        batch["transcripts"] = [
+            self.normalize_target(u.text) if self.normalize_target else u.text for u in utts
+        ]
+        batch["ids"] = [it["id"] for it in items]
+        batch["audio_seconds"] = seconds
+        return batch
+
+    def _extract(self, items: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
         arrays = []
         for it in items:
             sr = it.get("sampling_rate", self.sampling_rate)
@@ -135,23 +154,26 @@ class SpeechCollator:
                     "build SpeechDataset with sampling_rate=feature_extractor.sampling_rate"
                 )
             arrays.append(np.asarray(it["array"], dtype=np.float32))
-        kwargs: dict[str, Any] = {"sampling_rate": self.sampling_rate, "return_tensors": "pt"}
-        if self.fixed_window:
-            kwargs.update(padding="max_length", max_length=int(self.fixed_window), truncation=True)
-        else:
-            kwargs["padding"] = "longest"
-        kwargs["return_attention_mask"] = self.return_attention_mask
-        feats = self.fe(arrays, **kwargs)
+        kwargs = extraction_kwargs(self.fe, self.return_attention_mask)
+        feats = self.fe(arrays, return_tensors="pt", **kwargs)
         batch: dict[str, Any] = {self.input_name: feats[self.input_name]}
         if self.return_attention_mask and "attention_mask" in feats:
             batch["attention_mask"] = feats["attention_mask"]
-        utts = [it["utterance"] for it in items]
-        batch.update(self.label_inputs(utts))
-        batch["targets"] = self.targets(utts)
-        # The CTC auxiliary loss reads transcripts (for st too: CTC needs a monotonic target, a translation is not)
-        batch["transcripts"] = [
-            self.normalize_target(u.text) if self.normalize_target else u.text for u in utts
-        ]
-        batch["ids"] = [it["id"] for it in items]
-        batch["audio_seconds"] = float(sum(len(a) for a in arrays) / self.sampling_rate)
-        return batch
+        return batch, float(sum(len(a) for a in arrays) / self.sampling_rate)
+
+    def _pad_features(self, items: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
+        """Pad per-utterance cached features (time is axis 0) the way the extractor pads a batch: with its
+        `padding_value`, to the longest item (a fixed-window extractor's items all have the window length)."""
+        feats = [np.asarray(it["features"]) for it in items]
+        width = max(f.shape[0] for f in feats)
+        pad = float(getattr(self.fe, "padding_value", 0.0))
+        x = np.full((len(feats), width, *feats[0].shape[1:]), pad, dtype=feats[0].dtype)
+        mask = np.zeros((len(feats), width), dtype=np.int64)
+        for i, (f, it) in enumerate(zip(feats, items, strict=True)):
+            x[i, : f.shape[0]] = f
+            mask[i, : int(it.get("valid_frames", f.shape[0]))] = 1
+        batch: dict[str, Any] = {self.input_name: torch.from_numpy(x)}
+        if self.return_attention_mask:
+            batch["attention_mask"] = torch.from_numpy(mask)
+        seconds = float(sum(int(it["num_samples"]) for it in items) / self.sampling_rate)
+        return batch, seconds

@@ -19,17 +19,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from speeched.errors import SpeechedError
+from speeched.training.checkpoint import (
+    META,
+    WEIGHTS,
+    CheckpointManager,
+    atomic_export,
+    checkpoint_model_dir,
+)
 
 logger = logging.getLogger("speeched")
 
-WEIGHTS = "model.safetensors"
 #: Files taken from the newest checkpoint's model dir, not from the assets dir.
 FROM_NEWEST = ("config.json", "generation_config.json")
 _WEIGHT_FILE = re.compile(r"^(model.*\.safetensors|pytorch_model.*\.bin|.*\.safetensors\.index\.json)$")
 _STEP = re.compile(r"^step-(\d+)$")
 
 
-class AveragingError(ValueError):
+class AveragingError(SpeechedError, ValueError):
     """The checkpoints cannot be averaged; the message names the checkpoint and what to do."""
 
 
@@ -47,14 +57,14 @@ def resolve_source(path: str | Path) -> Source:
     p = Path(path)
     if not p.exists():
         raise AveragingError(f"checkpoint {p} does not exist")
-    if (p / "model" / WEIGHTS).is_file():
+    if (checkpoint_model_dir(p) / WEIGHTS).is_file():
         step = None
         try:
-            step = int(json.loads((p / "meta.json").read_text())["step"])
+            step = int(json.loads((p / META).read_text())["step"])
         except (OSError, ValueError, KeyError, TypeError):
             m = _STEP.match(p.name)
             step = int(m.group(1)) if m else None
-        return Source(p, p / "model", step)
+        return Source(p, checkpoint_model_dir(p), step)
     if (p / WEIGHTS).is_file():
         return Source(p, p, None)
     if (p / "model.safetensors.index.json").is_file() or (
@@ -74,8 +84,6 @@ def _newest(sources: list[Source]) -> Source:
 
 def average_state_dicts(sources: list[Source]) -> dict[str, torch.Tensor]:
     """Mean of the float tensors (in fp32), integer/bool tensors from the newest; keys and shapes must match."""
-    from safetensors import safe_open
-
     if not sources:
         raise AveragingError("no checkpoints to average")
     newest = _newest(sources)
@@ -160,10 +168,6 @@ def average_checkpoints(
     checkpoints: list[str | Path], out: str | Path, assets_from: str | Path | None = None
 ) -> Path:
     """Average `checkpoints` into the model directory `out` (written next to it, then swapped in)."""
-    from safetensors.torch import save_file
-
-    from speeched.training.trainer import atomic_export
-
     sources = [resolve_source(c) for c in checkpoints]
     if not sources:
         raise AveragingError("no checkpoints to average")
@@ -193,8 +197,6 @@ def average_last_checkpoints(
     run_dir: str | Path, k: int, out: str | Path | None = None, assets_from: str | Path | None = None
 ) -> Path:
     """Average the newest `k` complete checkpoints of a run into `out` (default `run_dir/averaged`)."""
-    from speeched.training.checkpoint import CheckpointManager
-
     if k < 1:
         raise AveragingError(f"average_last must be >= 1, got {k}")
     found = CheckpointManager(run_dir, keep_last=max(k, 1)).checkpoints()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import torch
-
+from speeched.data.collator import SpeechCollator
 from speeched.data.records import Utterance
-from speeched.modeling.model_dir import LoadedModel
+from speeched.modeling.compose import ComposeSpec, compose
+from speeched.modeling.ctc import build_ctc_vocab
+from speeched.modeling.finetune import apply_finetune
+from speeched.modeling.model_dir import LoadedModel, load_model_dir
+from speeched.modeling.prompting import apply_prompt, decoder_prompt, prompt_spec, resolve_prompt
 
 logger = logging.getLogger("speeched")
 
@@ -30,9 +31,6 @@ def build_model(recipe: Any, train_texts: list[str] | None = None) -> LoadedMode
     A CTC head asked for by the recipe (`ctc_weight > 0`) but missing from the model is added here, its
     vocabulary built from the training transcripts.
     """
-    from speeched.modeling.compose import ComposeSpec, compose
-    from speeched.modeling.model_dir import load_model_dir
-
     m = recipe.model
     if m.path:
         loaded = load_model_dir(m.path)
@@ -65,8 +63,6 @@ def build_model(recipe: Any, train_texts: list[str] | None = None) -> LoadedMode
     if m.ctc_weight > 0:
         model = loaded.model
         if not model.config.ctc_vocab:
-            from speeched.modeling.ctc import build_ctc_vocab
-
             if not train_texts:
                 raise ValueError(
                     "model.ctc_weight > 0 needs training transcripts to build the CTC vocabulary"
@@ -83,8 +79,6 @@ def apply_recipe_prompt(recipe: Any, loaded: LoadedModel) -> None:
     The recipe's values override what the model directory was initialised with (`speeched init --tgt-lang`),
     so a model keeps its defaults unless the recipe says otherwise.
     """
-    from speeched.modeling.prompting import apply_prompt, prompt_spec, resolve_prompt
-
     lang = recipe.languages
     have = prompt_spec(loaded.model)
     explicit = "prompt_style" in lang.model_fields_set
@@ -103,9 +97,6 @@ def training_collator(
     model: Any, tokenizer: Any, feature_extractor: Any, task: str, normalize: Any = None
 ) -> Any:
     """The training collator, with the model's own decoder prompt (the same builder eval/transcribe use)."""
-    from speeched.data.collator import SpeechCollator
-    from speeched.modeling.prompting import decoder_prompt
-
     prompt = decoder_prompt(model, tokenizer)
     cfg = model.config
     return SpeechCollator(
@@ -121,84 +112,51 @@ def training_collator(
     )
 
 
-@dataclass
-class FeatureCache:
-    """Per-utterance features computed once (log-mel extraction costs as much as a small model's step on CPU)."""
-
-    features: dict[str, torch.Tensor]
-
-
-class CachedFeatureCollator:
-    """Pads cached per-utterance features; labels and targets come from the wrapped `SpeechCollator`.
-
-    Per-utterance extraction then padding equals batch extraction for wav2vec2 (per-utterance
-    normalisation) and Speech2Text (per-utterance CMVN over valid frames) feature extractors.
-    """
-
-    def __init__(self, base: Any, cache: dict[str, torch.Tensor]) -> None:
-        self.base = base
-        self.cache = cache
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        feats = [self.cache[it["id"]] for it in items]
-        lengths = [f.shape[0] for f in feats]
-        width = max(lengths)
-        shape = (len(feats), width, *feats[0].shape[1:])
-        x = torch.zeros(shape, dtype=feats[0].dtype)
-        mask = torch.zeros(len(feats), width, dtype=torch.long)
-        for i, f in enumerate(feats):
-            x[i, : f.shape[0]] = f
-            mask[i, : f.shape[0]] = 1
-        utts: list[Utterance] = [it["utterance"] for it in items]
-        batch: dict[str, Any] = {self.base.input_name: x}
-        if self.base.return_attention_mask:
-            batch["attention_mask"] = mask
-        batch.update(self.base.label_inputs(utts))
-        batch["targets"] = self.base.targets(utts)
-        norm = self.base.normalize_target
-        batch["transcripts"] = [norm(u.text) if norm else u.text for u in utts]
-        batch["ids"] = [it["id"] for it in items]
-        batch["audio_seconds"] = float(sum(u.duration or 0.0 for u in utts))
-        return batch
+def apply_finetune_recipe(model: Any, recipe: Any, world_size: int) -> None:
+    """The recipe's `finetune` (LoRA, LNA, frozen parts), frozen embeddings and feature encoder, DDP-safe
+    layerdrop and gradient checkpointing, applied to a freshly built model."""
+    r = recipe
+    if r.finetune.method != "full":
+        # First: apply_finetune sets requires_grad on every parameter.
+        lo = r.finetune.lora
+        parts = {"decoder": ("decoder",), "encoder": ("encoder",), "both": ("encoder", "decoder")}[
+            lo.apply_to
+        ]
+        lora = None
+        if r.finetune.method == "lora":
+            lora = {"r": lo.r, "alpha": lo.alpha, "dropout": lo.dropout, "parts": parts}
+            if lo.target_modules:
+                lora["target_modules"] = lo.target_modules
+        apply_finetune(model, r.finetune.method, lora)
+    if r.train.freeze_feature_encoder == "always":
+        model.freeze_feature_encoder()
+    if r.finetune.freeze_embeddings:
+        for emb in (model.decoder.get_input_embeddings(), model.decoder.get_output_embeddings()):
+            for p in emb.parameters() if emb is not None else ():
+                p.requires_grad = False
+    ddp_safe_defaults(model, world_size)
+    if r.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-class CachedItems(torch.utils.data.Dataset):
-    """Items without audio (features are cached): keeps DataLoader semantics and the sampler's indices."""
-
-    def __init__(self, utterances: list[Utterance]) -> None:
-        self.utterances = utterances
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        u = self.utterances[i]
-        return {"id": u.id, "utterance": u}
-
-
-def extract_features(
-    dataset: Any, feature_extractor: Any, input_name: str, progress: bool
-) -> dict[str, torch.Tensor]:
-    from tqdm.auto import tqdm
-
-    cache: dict[str, torch.Tensor] = {}
-    for i in tqdm(range(len(dataset)), desc="extracting features", disable=not progress, leave=False):
-        item = dataset[i]
-        out = feature_extractor(
-            [item["array"]],
-            sampling_rate=feature_extractor.sampling_rate,
-            return_tensors="pt",
-            padding="longest",
+def ddp_safe_defaults(model: Any, world_size: int) -> list[str]:
+    """Under DDP, layers skipped at random (encoder/decoder layerdrop) leave parameters without gradients on
+    some ranks and hang or break the all-reduce: switch layerdrop off and say so. Returns what was changed."""
+    changed: list[str] = []
+    if world_size <= 1:
+        return changed
+    for half in ("encoder", "decoder"):
+        cfg = getattr(model.config, half)
+        for key in ("layerdrop", "encoder_layerdrop", "decoder_layerdrop"):
+            if getattr(cfg, key, 0.0):
+                setattr(cfg, key, 0.0)
+                changed.append(f"{half}.{key}")
+    if changed:
+        logger.warning(
+            "multi-process training: %s set to 0 (layerdrop breaks DDP's gradient sync)", ", ".join(changed)
         )
-        cache[item["id"]] = out[input_name][0]
-    return cache
+    return changed
 
 
 def target_texts(utterances: list[Utterance], task: str) -> list[str]:
     return [t for u in utterances if (t := u.target(task))]
-
-
-def ensure_dir(path: str | Path) -> Path:
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    return p

@@ -1,4 +1,12 @@
-"""Crash-safe checkpoints: a checkpoint is either complete and visible, or invisible.
+"""Crash-safe checkpoints and exports: the on-disk layout of a run lives here and nowhere else.
+
+Layout of a run directory: `checkpoints/step-0000000N/` each holding `model/` (a model directory:
+config.json + model.safetensors), `optimizer.pt`, `scheduler.pt`, `rng.pt` (one RNG state per rank),
+`trainer_state.json` (step, epoch, sampler position, best score, world size), `recipe.yaml`,
+`meta.json` and `COMPLETE`; `best/` and `averaged/` are model directories written by `atomic_export`.
+`checkpoint_model_dir` is what averaging reads.
+
+A checkpoint is either complete and visible, or invisible.
 
 Files are written into `checkpoints/.tmp-step-N`, described by `meta.json` (step, file sizes),
 marked `COMPLETE`, fsynced and only then renamed to `checkpoints/step-0000000N` (an atomic rename).
@@ -9,6 +17,7 @@ friendly form (plain lists and tensors, no numpy objects).
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import logging
@@ -22,6 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from speeched.errors import SpeechedError
+from speeched.modeling.finetune import merge_lora
+from speeched.modeling.model_dir import save_model_dir
+
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
@@ -30,7 +47,12 @@ BEST = "best.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-class CheckpointError(RuntimeError):
+MODEL_DIR = "model"
+WEIGHTS = "model.safetensors"
+STATE = "trainer_state.json"
+
+
+class CheckpointError(SpeechedError, RuntimeError):
     """A checkpoint could not be written or read; the message says what is still intact."""
 
 
@@ -254,9 +276,6 @@ def capture_rng_state() -> dict[str, Any]:
 
     The result loads with `torch.load(..., weights_only=True)`: no numpy arrays or pickled objects.
     """
-    import numpy as np
-    import torch
-
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -277,9 +296,6 @@ def capture_rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of `capture_rng_state` (CUDA states are restored only when CUDA is available)."""
-    import numpy as np
-    import torch
-
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     npst = state["numpy"]
@@ -295,13 +311,166 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_rng_state(path: str | os.PathLike[str]) -> None:
     """`capture_rng_state()` to a file with torch.save (one file per process: rng-{rank}.pt)."""
-    import torch
-
     torch.save(capture_rng_state(), path)
 
 
 def load_rng_state(path: str | os.PathLike[str]) -> None:
     """Restore RNG state written by `save_rng_state`, loading with weights_only=True (no arbitrary pickles)."""
-    import torch
-
     restore_rng_state(torch.load(path, weights_only=True))
+
+
+# ----------------------------------------------------------------------------------- layout + export
+
+
+def checkpoint_model_dir(path: str | os.PathLike[str]) -> Path:
+    """The model directory inside a training checkpoint."""
+    return Path(path) / MODEL_DIR
+
+
+def atomic_export(out: Path, write: Callable[[Path], Any]) -> Path:
+    """Write a model directory next to `out`, then swap it in: a crash never leaves a half-written model."""
+    out = Path(out)
+    tmp = out.with_name(f".tmp-{out.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write(tmp)
+    old = out.with_name(f".old-{out.name}")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+    return out
+
+
+def write_training_checkpoint(
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    rng_states: list[dict[str, Any]],
+    state: dict[str, Any],
+    recipe_yaml: str,
+    tmp: Path,
+) -> None:
+    """The files of one checkpoint (the `write_fn` of `CheckpointManager.save`)."""
+    model.save_pretrained(checkpoint_model_dir(tmp), safe_serialization=True)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save({"ranks": rng_states}, tmp / "rng.pt")
+    (tmp / STATE).write_text(json.dumps(state, indent=2))
+    (tmp / "recipe.yaml").write_text(recipe_yaml)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+ARCH_KEYS = (
+    "model_type",
+    "hidden_size",
+    "d_model",
+    "num_hidden_layers",
+    "encoder_layers",
+    "vocab_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "coupling",
+    "num_mel_bins",
+)
+
+
+def describe_model_difference(path: Path, model: Any, weights: dict[str, torch.Tensor]) -> str | None:
+    """None when `weights` fit `model`; else one line saying what differs (architecture keys of the
+    configs, then tensor names/shapes)."""
+    own = model.state_dict()
+    wrong = [k for k, v in weights.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    unexpected = [k for k in weights if k not in own]
+    if not wrong and not unexpected:
+        return None
+    diffs = []
+    try:
+        theirs = _flat(json.loads((checkpoint_model_dir(path) / "config.json").read_text()))
+        mine = _flat(model.config.to_dict())
+        diffs = [
+            f"{k} {theirs[k]} vs {mine[k]}"
+            for k in sorted(set(theirs) & set(mine))
+            if k.rsplit(".", 1)[-1] in ARCH_KEYS and theirs[k] != mine[k]
+        ]
+    except (OSError, ValueError):
+        pass
+    if not diffs:
+        diffs = [f"{k}: {list(weights[k].shape)} vs {list(own[k].shape)}" for k in wrong[:3]]
+        if unexpected:
+            diffs.append(f"{len(unexpected)} tensors this model does not have (e.g. {unexpected[0]})")
+    return (
+        f"checkpoint {path} belongs to a different model ({'; '.join(diffs[:4])}; "
+        f"checkpoint vs this recipe): resume it with the recipe that wrote it (its recipe.yaml), "
+        "or start fresh without --resume in another --output-dir"
+    )
+
+
+def read_training_checkpoint(
+    path: Path, model: Any, optimizer: Any, scheduler: Any, world_size: int, rank: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load weights, optimizer and scheduler state in place; return (trainer state, this rank's RNG state).
+
+    Refuses, in one line, a checkpoint of another number of processes or of another model."""
+    state = json.loads((path / STATE).read_text())
+    if state["world_size"] != world_size:
+        raise CheckpointError(
+            f"checkpoint {path} was written by {state['world_size']} processes, this run has "
+            f"{world_size}: resume with the same number of processes"
+        )
+    weights = load_file(str(checkpoint_model_dir(path) / WEIGHTS))
+    problem = describe_model_difference(path, model, weights)
+    if problem:
+        raise CheckpointError(problem)
+    # Tied weights (e.g. the decoder's output layer = its input embeddings) are stored once: not strict.
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    rng = torch.load(path / "rng.pt", weights_only=True)["ranks"]
+    return state, rng[rank]
+
+
+def export_model(
+    out: Path,
+    model: Any,
+    tokenizer: Any,
+    feature_extractor: Any,
+    recipe: Any,
+    training_durations: dict[str, float] | None,
+) -> Path:
+    """`best/` (or any export): a model directory recording the decoding its dev scores were measured with
+    (`config.decoding`, the default of `eval`/`transcribe`) and the train set's duration range in seconds
+    (`config.training_durations`: min, max, median, p95; long-form transcription reads it)."""
+    r = recipe
+    model.config.decoding = {"num_beams": r.eval.num_beams, "ctc_weight": r.eval.ctc_weight}
+    if training_durations is not None:
+        model.config.training_durations = dict(training_durations)
+    if r.finetune.method == "lora" and r.finetune.lora.merge_on_export:
+        model = copy.deepcopy(model)
+        merge_lora(model)  # in place (returns the number of merged layers)
+    composed = {"recipe": r.model.model_dump()}
+    return atomic_export(out, lambda tmp: save_model_dir(tmp, model, tokenizer, feature_extractor, composed))
+
+
+def duration_summary(durations: list[float]) -> dict[str, float]:
+    """min / max / median / p95 of the train set's durations, in seconds."""
+    x = np.asarray([d for d in durations if d], dtype=np.float64)
+    if not len(x):
+        return {}
+    return {
+        "min": round(float(x.min()), 3),
+        "max": round(float(x.max()), 3),
+        "median": round(float(np.median(x)), 3),
+        "p95": round(float(np.percentile(x, 95)), 3),
+    }

@@ -168,3 +168,35 @@ def build_scheduler(
 
     lambdas = [gated(starts.get(g.get("name", ""), 0)) for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def drop_frozen_gradients(optimizer: Any, starts: Mapping[str, int], step: int) -> None:
+    """Staged unfreezing (optim.unfreeze): a group before its start step gets no update at all. Its
+    gradients were computed (DDP's all-reduce stays identical on every rank) and are dropped here, before
+    clipping, so they neither shrink the clipped update of the others nor reach AdamW, which skips a None
+    grad (no weight decay, no moment update). The lr gate is 0 for these steps as well."""
+    frozen = frozen_groups(starts, step)
+    for group in optimizer.param_groups if frozen else ():
+        if group.get("name") in frozen:
+            for p in group["params"]:
+                p.grad = None
+
+
+def unfreezing_lines(
+    optimizer: Any, starts: Mapping[str, int], step: int, lrs: Mapping[str, float], warmup: int
+) -> list[str]:
+    """One line per group taking its first step now, e.g. `step 500: decoder unfreezes (lr 1e-4, ...)`."""
+    if not step or step not in starts.values():
+        return []
+    present = {g.get("name") for g in optimizer.param_groups}
+    rewarm = f", re-warmup {warmup} steps" if warmup else ""
+    return [
+        f"step {start}: {name} unfreezes (lr {format_lr(lrs[name])}{rewarm})"
+        for name, start in starts.items()
+        if start == step and name in present
+    ]
+
+
+def parameters_without_gradient(model: nn.Module) -> list[str]:
+    """Trainable parameters that got no gradient (after a backward): they would never train."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

@@ -1,53 +1,44 @@
-"""`speeched train --dry-run`: everything a real run checks before its first step, then the plan."""
+"""`speeched train --dry-run`: everything a real run checks before its first step, then the plan.
+
+It calls `prepare_run` (run.py), the function `train` builds with, so it refuses exactly what training
+refuses; then a smoke run on 2 samples. Nothing is written.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 
-def dry_run(recipe: Any) -> str:
-    """Validate the recipe (already done by load_recipe), scan data, compose the model; return the plan."""
-    from speeched.data.scan import scan
-    from speeched.data.sources import load_source
-    from speeched.data.text import build_normalizer
-    from speeched.training.build import build_model, target_texts
+from speeched.data.audio import load_audio
+from speeched.modeling.compose import format_init_report
+from speeched.modeling.ctc import encode_ctc
+from speeched.training.optim import parameter_group, unfreeze_stages
+from speeched.training.run import prepare_run
+from speeched.training.trainer import INPUT_KEYS
 
-    lines = [f"task: {recipe.task}", f"output_dir: {recipe.output_dir}"]
-    normalize = build_normalizer(recipe.data.target_normalization)
-    train_utts, dev_utts = [], []
-    for src in recipe.data.train:
-        res = scan(load_source(src), src.filters, task=recipe.task, normalize_target=normalize)
-        lines.append(f"train {src.name or src.path}: {res.summary()}")
-        train_utts.extend(res.kept)
-    for src in recipe.data.dev:
-        res = scan(load_source(src), src.filters, task=recipe.task)
-        lines.append(f"dev {src.name or src.path}: {res.summary()}")
-        dev_utts.extend(res.kept)
-    hours = sum(u.duration or 0 for u in train_utts) / 3600
-    texts = [
-        normalize(t) if normalize else t for t in target_texts(train_utts, "asr")
-    ]  # CTC reads transcripts
-    loaded = build_model(recipe, texts)
-    model = loaded.model
+
+def dry_run(recipe: Any, resume: str | None = None) -> str:
+    """Build the run as training would (without writing anything); return the plan."""
+    run = prepare_run(recipe, resume=resume, dry_run=True)
+    model = run.model
+    lines = [f"task: {recipe.task}", f"output_dir: {recipe.output_dir}", *run.lines]
+    if run.resume_from is not None:
+        lines.append(f"resume from: {run.resume_from.path} (step {run.resume_from.step})")
+    hours = sum(u.duration or 0 for u in run.train_utts) / 3600
     n = sum(p.numel() for p in model.parameters())
     cfg = model.config
     ctc = f"on (λ={cfg.ctc_weight:.2f}, {len(cfg.ctc_vocab)} units)" if cfg.ctc_vocab else "off"
-    from speeched.modeling.compose import format_init_report
-    from speeched.modeling.prompting import decoder_prompt, describe
-
     if getattr(model, "init_report", None):
         lines.append(format_init_report(model.init_report))
-    prompt = decoder_prompt(model, loaded.tokenizer)
-    prompt.check([*train_utts, *dev_utts])  # a missing or unknown language stops here, naming the line
-    lines.append(describe(prompt.spec, loaded.tokenizer))
-    lines += smoke_run(loaded, train_utts[:2], recipe)
+    lines += smoke_run(run, run.train_utts[:2])
     lines += [
         f"model: {cfg.encoder.model_type} encoder + {cfg.decoder.model_type} decoder, {n / 1e6:.1f} M parameters, "
         f"coupling={cfg.coupling}, ctc={ctc}",
         f"special tokens: start={cfg.decoder_start_token_id} eos={cfg.eos_token_id} pad={cfg.pad_token_id}",
-        f"training audio: {hours:.2f} h; batches of ≤{recipe.data.batching.max_duration} s",
-        f"steps: {recipe.train.max_steps or f'{recipe.train.epochs} epochs'}, grad_accum={recipe.train.grad_accum}, "
-        f"lr groups={recipe.optim.group_lrs()}",
+        f"training audio: {hours:.2f} h (durations {run.training_durations}); batches of "
+        f"≤{recipe.data.batching.max_duration} s",
+        f"steps: {run.total_steps}, grad_accum={recipe.train.grad_accum}, lr groups={recipe.optim.group_lrs()}",
         unfreeze_plan(recipe, model),
         "dry run OK: nothing was trained",
     ]
@@ -57,8 +48,6 @@ def dry_run(recipe: Any) -> str:
 def unfreeze_plan(recipe: Any, model: Any) -> str:
     """The staged-unfreezing stages (group, start step, lr). With `epochs`, a preset's start steps depend on
     the batching, resolved when training starts: shown as percentages of the total steps then."""
-    from speeched.training.optim import parameter_group, unfreeze_stages
-
     o = recipe.optim
     random_init = set((getattr(model, "init_report", None) or {}).get("random_init_parameters", []))
     present = {parameter_group(name, random_init) for name, _ in model.named_parameters()}
@@ -71,25 +60,17 @@ def unfreeze_plan(recipe: Any, model: Any) -> str:
     return f"unfreeze ({name}): " + "; ".join(stages)
 
 
-def smoke_run(loaded: Any, utts: list[Any], recipe: Any) -> list[str]:
-    """Forward, backward and generate on 2 real training samples; report encoder frames per second of audio
-    and warn where the shapes cannot work (CTC targets longer than the frames, very long LLM prefixes)."""
-    import torch
-
-    from speeched.data.audio import load_audio
-    from speeched.modeling.ctc import encode_ctc
-    from speeched.training.build import training_collator
-
+def smoke_run(run: Any, utts: list[Any]) -> list[str]:
+    """Forward, backward and generate on 2 real training samples through the training collator; report
+    encoder frames per second of audio and warn where the shapes cannot work (CTC targets longer than the
+    frames, very long LLM prefixes)."""
     if not utts:
         return ["smoke run: skipped (no training utterances)"]
-    model, fe = loaded.model, loaded.feature_extractor
-    sr = int(fe.sampling_rate)
-    collator = training_collator(model, loaded.tokenizer, fe, recipe.task)
-    batch = collator(
+    model, sr = run.model, int(run.feature_extractor.sampling_rate)
+    batch = run.collator(
         [{"id": u.id, "array": load_audio(u, sr), "sampling_rate": sr, "utterance": u} for u in utts]
     )
-    keys = ("input_values", "input_features", "attention_mask", "labels", "decoder_input_ids", "prompt_ids")
-    inputs = {k: batch[k] for k in keys if k in batch}
+    inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
     model.train()
     lam = model.config.ctc_weight if model.config.ctc_vocab else 0.0
     out = model(**inputs, ctc_labels=batch["transcripts"] if lam > 0 else None)

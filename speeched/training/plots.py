@@ -52,7 +52,15 @@ def _save(
     return True
 
 
-PLOTTED_METRICS = {"wer", "cer", "raw_wer", "raw_cer", "bleu", "chrf", "length_ratio"}
+PLOTTED_METRICS = {
+    "wer_percent",
+    "cer_percent",
+    "raw_wer_percent",
+    "raw_cer_percent",
+    "bleu",
+    "chrf",
+    "length_ratio",
+}
 
 
 def plot_training_curves(

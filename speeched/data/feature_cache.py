@@ -1,0 +1,162 @@
+"""Extracted features kept on disk, read back memory-mapped: memory does not grow with the corpus.
+
+Log-mel extraction costs about as much as a small model's training step on a CPU, so with
+`data.feature_cache: true` each utterance is extracted once, the first time an epoch asks for it, and
+every later epoch, resume or rerun in the same output directory reads it back from disk.
+
+Layout under the cache root (by default `<output_dir>/feature_cache`):
+    <fingerprint>/<kk>/<key>.npy        the features of one utterance, exactly as the extractor returned them
+    <fingerprint>/<kk>/<key>.len.npy    int64 [number of audio samples, number of valid feature frames]
+`fingerprint` hashes the feature extractor's settings (a different extractor never reads another's
+features); `key` hashes the utterance id, its audio path and the file's size and mtime (a re-encoded file
+is extracted again). Files are written to a temporary name and renamed, so a crash or two DataLoader
+workers never leave a half-written entry.
+
+Per-utterance extraction then padding equals batch extraction for the extractors that normalise each
+utterance over its own valid samples/frames (Speech2Text's CMVN, Whisper, wav2vec2 with an attention
+mask); a wav2vec2 extractor *without* attention mask normalises over the padding too when batched, so
+there the cached features are the per-utterance (unpadded) ones. Fixed-window extractors (Whisper's 30 s)
+are extracted padded/truncated to their window, as the collator does without the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from speeched.data.records import Utterance
+
+
+def extractor_fingerprint(feature_extractor: Any, input_name: str) -> str:
+    """A short hash of the extractor's class and settings (its JSON form) and the input kind."""
+    try:
+        settings = feature_extractor.to_dict()
+    except AttributeError:  # not a transformers extractor: its public attributes
+        settings = {k: v for k, v in vars(feature_extractor).items() if not k.startswith("_")}
+    text = json.dumps(
+        {"class": type(feature_extractor).__name__, "input": input_name, "settings": settings},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def extraction_kwargs(feature_extractor: Any, return_attention_mask: bool) -> dict[str, Any]:
+    """The extractor call both the collator (a batch) and the cache (one utterance) make."""
+    kwargs: dict[str, Any] = {
+        "sampling_rate": int(feature_extractor.sampling_rate),
+        "return_attention_mask": return_attention_mask,
+    }
+    window = getattr(feature_extractor, "n_samples", None)
+    if window:
+        kwargs.update(padding="max_length", max_length=int(window), truncation=True)
+    else:
+        kwargs["padding"] = "longest"
+    return kwargs
+
+
+class FeatureCache:
+    """Per-utterance features as .npy files under `root/<fingerprint>/`, loaded with `mmap_mode="r"`."""
+
+    def __init__(self, root: str | os.PathLike[str], feature_extractor: Any, input_name: str) -> None:
+        self.fe = feature_extractor
+        self.input_name = input_name
+        self.dir = Path(root) / extractor_fingerprint(feature_extractor, input_name)
+        names = list(getattr(feature_extractor, "model_input_names", []) or [])
+        # The collator's rule (speeched.data.collator.SpeechCollator.return_attention_mask).
+        with_mask = "attention_mask" in names and bool(getattr(feature_extractor, "return_attention_mask", True))
+        self.kwargs = extraction_kwargs(feature_extractor, with_mask)
+        self.extracted = 0  # in this process: how many utterances were extracted rather than read back
+
+    @staticmethod
+    def key(utt: Utterance) -> str:
+        parts = [utt.id, utt.audio or ""]
+        if utt.audio:
+            try:
+                st = os.stat(utt.audio)
+                parts += [str(st.st_size), str(st.st_mtime_ns)]
+            except OSError:
+                pass
+        return hashlib.sha1("\0".join(parts).encode()).hexdigest()
+
+    def _paths(self, utt: Utterance) -> tuple[Path, Path]:
+        k = self.key(utt)
+        base = self.dir / k[:2] / k
+        return base.with_suffix(".npy"), base.with_name(k + ".len.npy")
+
+    def get(self, utt: Utterance) -> tuple[np.ndarray, int, int] | None:
+        """(features memory-mapped, audio samples, valid frames), or None when not cached yet."""
+        feats, lens = self._paths(utt)
+        if not (feats.is_file() and lens.is_file()):
+            return None
+        n = np.load(lens)
+        return np.load(feats, mmap_mode="r"), int(n[0]), int(n[1])
+
+    def extract(self, array: np.ndarray) -> tuple[np.ndarray, int]:
+        """Features of one waveform and the number of valid frames."""
+        out = self.fe([np.asarray(array, dtype=np.float32)], return_tensors="np", **self.kwargs)
+        feats = np.asarray(out[self.input_name][0])
+        mask = out.get("attention_mask")
+        valid = int(np.asarray(mask[0]).sum()) if mask is not None else int(feats.shape[0])
+        return feats, valid
+
+    def put(self, utt: Utterance, feats: np.ndarray, samples: int, valid: int) -> None:
+        path, lens = self._paths(utt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for target, value in ((path, feats), (lens, np.array([samples, valid], dtype=np.int64))):
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, value)
+            os.replace(tmp, target)
+
+    def item(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """A dataset item with audio -> the same item with `features` (extracted now, or read back)."""
+        utt = raw["utterance"]
+        hit = self.get(utt)
+        if hit is None:
+            feats, valid = self.extract(raw["array"])
+            samples = len(raw["array"])
+            self.put(utt, feats, samples, valid)
+            self.extracted += 1
+        else:
+            feats, samples, valid = hit
+        out = {k: v for k, v in raw.items() if k != "array"}
+        out.update(features=feats, num_samples=samples, valid_frames=valid)
+        return out
+
+
+class CachedFeatureDataset(Dataset):
+    """Wraps a `SpeechDataset`: `dataset[i]` gives `features` instead of `array`.
+
+    A cached utterance is read back without touching its audio; an uncached one is loaded through the
+    wrapped dataset (its bad-audio handling included) and extracted once.
+    """
+
+    def __init__(self, dataset: Any, cache: FeatureCache) -> None:
+        self.dataset = dataset
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        utt = self.dataset.utterances[i]
+        hit = self.cache.get(utt)
+        if hit is None:
+            return self.cache.item(self.dataset[i])
+        feats, samples, valid = hit
+        return {
+            "id": utt.id,
+            "utterance": utt,
+            "sampling_rate": self.dataset.sampling_rate,
+            "features": feats,
+            "num_samples": samples,
+            "valid_frames": valid,
+        }
