@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from speeched.cli import app
 from speeched.data.records import Utterance
+from speeched.evaluation.evaluate import evaluate_utterances
 from speeched.evaluation.normalize import get_normalizer
-from speeched.evaluation.runner import DecodeOptions, evaluate_utterances
+from speeched.inference import DecodeOptions, InferenceModel
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "looked", "at", "the", "bird", "in", "the", "tree"]
 
@@ -109,9 +110,8 @@ def test_duration_batches_map_every_hypothesis_back_to_its_utterance(tmp_path: P
         utts.append(Utterance(id=f"u{i}", audio=str(path), text=ref, duration=tenths / 10))
         expected.append(f"w{tenths}")
     model = _LengthModel()
-    result = evaluate_utterances(
-        model, _WordTokenizer(), fe, utts, "asr", DecodeOptions(max_duration=3.0), get_normalizer("none")
-    )
+    im = InferenceModel(model, _WordTokenizer(), fe)
+    result = evaluate_utterances(im, utts, "asr", DecodeOptions(max_duration=3.0), get_normalizer("none"))
     assert [r["id"] for r in result.rows] == [u.id for u in utts]  # dataset order, not batch order
     assert [r["hypothesis"] for r in result.rows] == expected
     assert result.metrics["wer"] == pytest.approx(jiwer.wer([u.text for u in utts], expected))
@@ -225,13 +225,18 @@ def test_eval_reports_unusable_input_clearly(model_dir: Path, manifest: Path, tm
     res = runner.invoke(
         app, ["eval", str(model_dir), "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)]
     )
-    assert res.exit_code == 1 and "nope.jsonl" in res.output
+    assert res.exit_code == 2 and "nope.jsonl" in res.output and "Traceback" not in res.output
     res = runner.invoke(
         app, ["eval", str(model_dir), "--data", str(manifest), "--task", "st", "--out", str(tmp_path)]
     )
-    assert res.exit_code == 1 and "--target-column" in res.output
+    assert res.exit_code == 2 and "--target-column" in res.output
     res = runner.invoke(app, ["eval", str(tmp_path), "--data", str(manifest), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "config.json" in res.output
+    assert res.exit_code == 2 and "config.json" in res.output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = runner.invoke(app, ["eval", str(model_dir), "--data", str(empty), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "bad_audio" not in res.output, res.output
+    assert res.output.strip().splitlines()[-1].startswith("speeched eval: ")
 
 
 def test_eval_and_transcribe_default_to_the_decoding_the_model_was_validated_with(
@@ -255,21 +260,14 @@ def test_eval_and_transcribe_default_to_the_decoding_the_model_was_validated_wit
     assert decoding()["num_beams"] == 3  # from the model
     assert decoding("--num-beams", "1")["num_beams"] == 1  # an explicit flag wins
 
-    from types import SimpleNamespace
+    from speeched.inference import resolve_options
 
-    from speeched.evaluation.runner import model_decoding
+    def resolved(model_cfg: dict, **asked) -> tuple:
+        o = resolve_options(SimpleNamespace(config=SimpleNamespace(**model_cfg)), DecodeOptions(**asked))
+        return o.num_beams, o.ctc_weight
 
-    def model(**cfg):
-        return SimpleNamespace(config=SimpleNamespace(**cfg))
-
-    assert model_decoding(model(), None, None) == (1, 0.0)
-    assert model_decoding(
-        model(decoding={"num_beams": 4, "ctc_weight": 0.8}, ctc_vocab=["<b>"]), None, None
-    ) == (
-        4,
-        0.8,
-    )
-    assert model_decoding(model(decoding={"num_beams": 4, "ctc_weight": 0.8}, ctc_vocab=None), None, 0.0) == (
-        4,
-        0.0,
-    )
+    recorded = {"decoding": {"num_beams": 4, "ctc_weight": 0.8}}
+    assert resolved({}) == (1, 0.0)
+    assert resolved({**recorded, "ctc_vocab": ["<b>"]}) == (4, 0.8)
+    assert resolved({**recorded, "ctc_vocab": None}) == (4, 0.0)  # a recorded λ without a CTC head
+    assert resolved({**recorded, "ctc_vocab": None}, ctc_weight=0.0, num_beams=2) == (2, 0.0)

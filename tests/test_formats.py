@@ -14,7 +14,7 @@ from speeched.transcription.formats import (
     parse_subtitles,
     render,
 )
-from speeched.transcription.runner import stitch
+from speeched.transcription.stitching import stitch
 
 
 def _transcript() -> Transcript:

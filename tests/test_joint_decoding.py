@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from speeched.modeling.joint_decoding import CTCState, extend, extend_to
+from speeched.inference.joint_decoding import CTCState, extend, extend_to
 
 
 def _logp(steps: int, units: int, seed: int = 0) -> np.ndarray:
@@ -68,7 +68,7 @@ def test_extend_to_reuses_a_prefix_and_restarts_otherwise():
 def test_joint_decode_runs_on_a_tiny_model_and_ctc_weight_changes_the_result(tmp_path):
     from helpers import make_tiny_model_dir
 
-    from speeched.modeling.joint_decoding import joint_decode
+    from speeched.inference.joint_decoding import joint_decode
     from speeched.modeling.model_dir import load_model_dir
 
     path = make_tiny_model_dir(

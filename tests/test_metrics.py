@@ -8,7 +8,8 @@ import sacrebleu
 
 from speeched.evaluation import metrics as M
 from speeched.evaluation.normalize import default_normalizer_name, get_normalizer
-from speeched.evaluation.runner import Prediction, score_predictions
+from speeched.evaluation.scoring import Prediction, score_predictions
+from speeched.inference import loops
 
 REFS = ["the cat sat on the mat", "hello world", "a b c d e", "one more sentence here"]
 HYPS = ["the cat sat on mat", "hello there world", "a x c d e f", ""]
@@ -56,13 +57,13 @@ def test_st_scores_equal_sacrebleu_and_tokenizer_per_language() -> None:
 
 def test_loops_are_found_and_cut_but_natural_repetition_is_not() -> None:
     looping = "so we went to the the park and then " + "i said i said " * 4 + "end"
-    loop = M.find_loop(M.split_units(looping))
+    loop = loops.find_loop(loops.split_units(looping))
     assert loop is not None and loop.ngram == ("i", "said") and loop.repeats == 8
-    cut, was_cut = M.truncate_loop(looping)
+    cut, was_cut = loops.truncate_loop(looping)
     assert was_cut and cut.endswith("and then i said")
-    assert M.find_loop(["no", "no", "no", "I", "do", "not", "want", "that"]) is None
-    assert M.truncate_loop("a perfectly normal sentence") == ("a perfectly normal sentence", False)
-    assert M.find_loop(M.split_units("哈" * 12)) is not None  # text without spaces: characters
+    assert loops.find_loop(["no", "no", "no", "I", "do", "not", "want", "that"]) is None
+    assert loops.truncate_loop("a perfectly normal sentence") == ("a perfectly normal sentence", False)
+    assert loops.find_loop(loops.split_units("哈" * 12)) is not None  # text without spaces: characters
 
 
 def test_identical_hypotheses_across_a_batch() -> None:

@@ -9,8 +9,8 @@ from helpers import tiny_bert_decoder_dir
 from transformers import AutoTokenizer
 
 from speeched import SpeechEncoderDecoderModel
+from speeched.inference.rescoring import generate_with_ctc_rescoring, rescore_beams
 from speeched.modeling.ctc import build_ctc_vocab, ctc_scores
-from speeched.modeling.rescoring import generate_with_ctc_rescoring, rescore_beams
 
 TEXTS = ["the quick brown fox", "jumps over the lazy dog"]
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from speeched.data.audio import load_audio
 from speeched.data.records import Utterance
+from speeched.inference.features import featurize
 
 MAX_TOKEN_LABELS = 60
 
@@ -90,8 +91,6 @@ def plot_predictions(
     out_dir: str | Path,
 ) -> list[str]:
     """One PNG per (utterance, prediction with `token_ids`); returns the written paths (skips none-token ones)."""
-    from speeched.evaluation.runner import model_inputs
-
     sr = feature_extractor.sampling_rate
     device = next(model.parameters()).device
     written: list[str] = []
@@ -99,7 +98,7 @@ def plot_predictions(
         if len(pred.token_ids) < 2:
             continue
         audio = load_audio(utt, sr, check=False)
-        matrix = cross_attention_map(model, model_inputs(feature_extractor, [audio], device), pred.token_ids)
+        matrix = cross_attention_map(model, featurize(feature_extractor, [audio], device), pred.token_ids)
         tokens = tokenizer.convert_ids_to_tokens(list(pred.token_ids[1:]))
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", utt.id)[:80] or "utt"
         title = f"{utt.id}: {pred.hypothesis[:90]}"

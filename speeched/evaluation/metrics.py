@@ -1,5 +1,7 @@
 """Corpus and per-utterance scores computed only by jiwer and sacrebleu, plus decoding-failure detectors.
 
+Loop detection (a diagnostic too) lives in speeched.inference.loops, where transcribe uses it.
+
 No metric is re-implemented here: the numbers in summary.json must be exactly what anyone gets by
 feeding predictions.jsonl to jiwer or sacrebleu themselves (tests/test_metrics.py checks this).
 """
@@ -7,17 +9,10 @@ feeding predictions.jsonl to jiwer or sacrebleu themselves (tests/test_metrics.p
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import jiwer
 import sacrebleu
-
-# A consecutive n-gram repeated this many times (and covering this many tokens) is a decoding loop, not
-# speech: "no no no" is language, "the cat the cat the cat the cat" is a stuck decoder.
-LOOP_MIN_REPEATS = 3
-LOOP_MIN_TOKENS = 8
-LOOP_MAX_NGRAM = 10
 
 
 def asr_scores(references: list[str], hypotheses: list[str]) -> dict[str, Any]:
@@ -128,67 +123,26 @@ def sentence_bleus(references: list[str], hypotheses: list[str], tokenize: str =
     return [bleu.sentence_score(h, [r]).score for r, h in zip(references, hypotheses, strict=True)]
 
 
-@dataclass(frozen=True)
-class Loop:
-    """A consecutive repetition of `ngram` `repeats` times starting at token `start`."""
-
-    ngram: tuple[str, ...]
-    start: int
-    repeats: int
-
-
-def split_units(text: str) -> list[str]:
-    """Words, or characters for text written without spaces (Chinese, Japanese, Thai)."""
-    words = text.split()
-    if len(words) <= 1 and len(text) > LOOP_MIN_TOKENS:
-        return list(text.replace(" ", ""))
-    return words
-
-
-def find_loop(units: list[str]) -> Loop | None:
-    """The first consecutive n-gram repetition long enough to be a decoding loop, else None."""
-    n_units = len(units)
-    for start in range(n_units):
-        for n in range(1, LOOP_MAX_NGRAM + 1):
-            if start + n * LOOP_MIN_REPEATS > n_units:
-                break
-            gram = units[start : start + n]
-            repeats = 1
-            while units[start + repeats * n : start + (repeats + 1) * n] == gram:
-                repeats += 1
-            if repeats >= LOOP_MIN_REPEATS and repeats * n >= LOOP_MIN_TOKENS:
-                return Loop(tuple(gram), start, repeats)
-    return None
-
-
-def truncate_loop(text: str) -> tuple[str, bool]:
-    """Cut a looping hypothesis after the first occurrence of its loop; returns (text, was_cut)."""
-    units = split_units(text)
-    loop = find_loop(units)
-    if loop is None:
-        return text, False
-    kept = units[: loop.start + len(loop.ngram)]
-    sep = "" if len(text.split()) <= 1 else " "
-    return sep.join(kept), True
-
-
 def identical_across_batch(hypotheses: list[str], references: list[str] | None = None) -> list[int]:
-    """Indices of hypotheses that repeat verbatim inside one batch of different audio.
+    """Indices of hypotheses that repeat verbatim inside one batch of different audio and are wrong.
 
     A healthy model does not give the same sentence for different recordings; a collapsed one (ignoring
-    the encoder) does. With references, identical hypotheses for identical references are not flagged.
+    the encoder) does. With references, a group of identical hypotheses is suspicious only when their
+    references differ, and then only its members whose reference is not that hypothesis are flagged:
+    two recordings of the same sentence decoded right are not a collapse. Pass normalised texts.
     """
     groups: dict[str, list[int]] = {}
     for i, hyp in enumerate(hypotheses):
         if hyp.strip():
             groups.setdefault(hyp, []).append(i)
     flagged: list[int] = []
-    for idx in groups.values():
+    for hyp, idx in groups.items():
         if len(idx) < 2:
             continue
-        if references is not None and len({references[i] for i in idx}) < 2:
-            continue
-        flagged.extend(idx)
+        if references is None:
+            flagged.extend(idx)
+        elif len({references[i] for i in idx}) >= 2:
+            flagged.extend(i for i in idx if references[i] != hyp)
     return sorted(flagged)
 
 

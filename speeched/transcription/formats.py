@@ -1,7 +1,10 @@
 """Render a transcript as plain text, JSON, SubRip (.srt) or WebVTT (.vtt), and read subtitles back.
 
 Subtitle cues are the decoded segments: their times come from the segmenter, so they are monotonic and
-never overlap. The parsers exist so tests (and users) can check a written file round-trips.
+never overlap. Segments may carry per-word timings (`TimedText.words`, e.g. from a CTC forced
+alignment): JSON then lists them, and `render(..., words=True)` makes one srt/vtt cue per word. On
+stdout, several JSON transcripts are written as JSON Lines (`to_json_line`, one object per file).
+The parsers exist so tests (and users) can check a written file round-trips.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 FORMATS = ("txt", "json", "srt", "vtt")
@@ -17,12 +20,22 @@ LINE_WIDTH = 84
 
 
 @dataclass
+class Word:
+    """One word and the seconds of the recording it was spoken in."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass
 class TimedText:
-    """A piece of the transcript and the seconds of the recording it covers."""
+    """A piece of the transcript and the seconds of the recording it covers; `words` when aligned."""
 
     start: float
     end: float
     text: str
+    words: list[Word] | None = None
 
 
 @dataclass
@@ -60,29 +73,55 @@ def to_txt(t: Transcript) -> str:
     return t.text + "\n"
 
 
-def to_json(t: Transcript) -> str:
-    data = {
+def _word_cues(t: Transcript) -> list[TimedText]:
+    """One cue per aligned word; segments without word timings stay whole cues."""
+    out: list[TimedText] = []
+    for c in _cues(t):
+        if c.words:
+            out.extend(TimedText(w.start, w.end, w.word) for w in c.words)
+        else:
+            out.append(c)
+    return out
+
+
+def _segment_dict(s: TimedText) -> dict[str, Any]:
+    d: dict[str, Any] = {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text}
+    if s.words is not None:
+        d["words"] = [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3)} for w in s.words]
+    return d
+
+
+def transcript_dict(t: Transcript) -> dict[str, Any]:
+    return {
         "path": t.path,
         "duration": round(t.duration, 3),
         "text": t.text,
-        "segments": [{**asdict(s), "start": round(s.start, 3), "end": round(s.end, 3)} for s in _cues(t)],
+        "segments": [_segment_dict(s) for s in _cues(t)],
         **t.info,
     }
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
 
-def to_srt(t: Transcript) -> str:
+def to_json(t: Transcript) -> str:
+    return json.dumps(transcript_dict(t), ensure_ascii=False, indent=2) + "\n"
+
+
+def to_json_line(t: Transcript) -> str:
+    """The transcript as one line of JSON (JSON Lines: one object per file, for `jq` and friends)."""
+    return json.dumps(transcript_dict(t), ensure_ascii=False) + "\n"
+
+
+def to_srt(t: Transcript, words: bool = False) -> str:
     blocks = [
         f"{i}\n{format_timestamp(c.start)} --> {format_timestamp(c.end)}\n{_wrap(c.text)}\n"
-        for i, c in enumerate(_cues(t), start=1)
+        for i, c in enumerate(_word_cues(t) if words else _cues(t), start=1)
     ]
     return "\n".join(blocks)
 
 
-def to_vtt(t: Transcript) -> str:
+def to_vtt(t: Transcript, words: bool = False) -> str:
     blocks = [
         f"{format_timestamp(c.start, '.')} --> {format_timestamp(c.end, '.')}\n{_wrap(c.text)}\n"
-        for c in _cues(t)
+        for c in (_word_cues(t) if words else _cues(t))
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
@@ -90,9 +129,12 @@ def to_vtt(t: Transcript) -> str:
 RENDERERS = {"txt": to_txt, "json": to_json, "srt": to_srt, "vtt": to_vtt}
 
 
-def render(t: Transcript, fmt: str) -> str:
+def render(t: Transcript, fmt: str, words: bool = False) -> str:
+    """`t` in `fmt`; `words=True` makes srt/vtt cues per aligned word (segments without timings stay whole)."""
     if fmt not in RENDERERS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt in ("srt", "vtt"):
+        return RENDERERS[fmt](t, words)
     return RENDERERS[fmt](t)
 
 
