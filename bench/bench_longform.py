@@ -1,0 +1,211 @@
+"""Long-form transcription vs. the same utterances one by one, clean and at 10 dB SNR; word-time accuracy.
+
+Builds a ~3-minute recording of eSpeak digit strings in held-out accents/synthesiser variants (the demo's
+`test_unseen` ones by default: en-029, f4, klatt3) separated by 0.4-1.0 s pauses, and the same recording
+with white noise at `--snr` dB (relative to the speech's power). Transcribes each long-form
+(`speeched.transcription` Transcriber: VAD segmentation within the model's training range) and the
+utterances one by one (`speeched.inference.decode`), prints WER of both and their ratio (targets:
+<= 1.5x clean, <= 2x at 10 dB), and, for a model with a CTC head, the median word-boundary error of the
+CTC forced alignment against the known utterance boundaries (target <= 0.1 s). Writes a JSON result.
+
+    .venv/bin/python bench/bench_longform.py --model runs/demo/best --out runs/bench/longform.json
+
+The library calls live in `load`, `transcribe_longform`, `decode_one_by_one` and `align_segments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from speeched.data.espeak import SAMPLE_RATE, Espeak
+from speeched.data.grammar import digits
+
+DEFAULT_VOICES = ("en-029", "en-us+f4", "en-us+klatt3", "en-029+klatt3", "en-gb-x-rp+f4")
+
+
+# ---- library calls (adapt here if the transcription/inference API changes) --------------------------
+def load(model_dir: str):
+    from speeched.inference import load_inference_model
+
+    return load_inference_model(model_dir, device="cpu")
+
+
+def transcribe_longform(im, wav: Path, segment: str, max_segment: float | None) -> tuple[list, dict]:
+    """[(start, end, text)] per decoded segment, and the transcript's info (segmentation report)."""
+    from speeched.transcription.transcriber import TranscribeOptions, Transcriber
+
+    (t,) = list(Transcriber(im, TranscribeOptions(segment=segment, max_segment=max_segment)).run([str(wav)]))
+    if not hasattr(t, "segments"):
+        raise RuntimeError(f"transcription failed: {t}")
+    return [(s.start, s.end, s.text) for s in t.segments], t.info
+
+
+def decode_one_by_one(im, arrays: list[np.ndarray]) -> list[str]:
+    from speeched.inference import decode
+
+    return [d.text for d in decode(im, arrays)]
+
+
+def align_segments(im, audio: np.ndarray, segments: list) -> list[dict] | None:
+    """Word times over the whole recording from the CTC head, per decoded segment; None without one."""
+    from speeched.inference.alignment import word_timestamps
+
+    if not getattr(im.model.config, "ctc_vocab", None):
+        return None
+    words = []
+    for start, end, text in segments:
+        piece = audio[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
+        if text.strip() and len(piece):
+            words += word_timestamps(im.model, im.feature_extractor, piece, text, offset=start).words
+    return words
+
+
+# ---- the recording -----------------------------------------------------------------------------------
+def build_recording(seconds: float, seed: int, voices: list[str]) -> tuple[np.ndarray, list[dict]]:
+    """Utterances with 0.4-1.0 s pauses until `seconds`; each utterance's speech start/end is known."""
+    engine, rng = Espeak(), random.Random(seed)
+    parts, utts, t = [np.zeros(int(0.5 * SAMPLE_RATE), np.float32)], [], int(0.5 * SAMPLE_RATE)
+    while t < seconds * SAMPLE_RATE:
+        text = digits(rng).text
+        voice = voices[len(utts) % len(voices)]
+        audio = engine.synthesize(text, voice, rate=rng.randint(130, 200), pitch=rng.randint(30, 70))
+        loud = np.nonzero(np.abs(audio) > 0.01)[0]
+        audio = audio[loud[0] : loud[-1] + 1]  # the speech itself: its boundaries are the truth
+        utts.append(
+            {"text": text, "voice": voice, "start": t / SAMPLE_RATE, "end": (t + len(audio)) / SAMPLE_RATE}
+        )
+        pause = int(rng.uniform(0.4, 1.0) * SAMPLE_RATE)
+        parts += [audio, np.zeros(pause, np.float32)]
+        t += len(audio) + pause
+    return np.concatenate(parts), utts
+
+
+def add_noise(audio: np.ndarray, utts: list[dict], snr_db: float, seed: int) -> np.ndarray:
+    speech = np.concatenate(
+        [audio[int(u["start"] * SAMPLE_RATE) : int(u["end"] * SAMPLE_RATE)] for u in utts]
+    )
+    noise_power = float(np.mean(speech.astype(np.float64) ** 2)) / 10 ** (snr_db / 10)
+    noise = np.random.default_rng(seed).standard_normal(len(audio)) * np.sqrt(noise_power)
+    return np.clip(audio + noise, -1.0, 1.0).astype(np.float32)
+
+
+def slices(audio: np.ndarray, utts: list[dict], pad: float = 0.1) -> list[np.ndarray]:
+    return [
+        audio[max(0, int((u["start"] - pad) * SAMPLE_RATE)) : int((u["end"] + pad) * SAMPLE_RATE)]
+        for u in utts
+    ]
+
+
+# ---- scoring -----------------------------------------------------------------------------------------
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    import jiwer
+
+    return float(jiwer.wer(" ".join(_norm(r) for r in refs), " ".join(_norm(h) for h in hyps) or "<empty>"))
+
+
+def boundary_errors(words: list[dict], utts: list[dict]) -> list[float]:
+    """|first word start - utterance start| and |last word end - utterance end| for each utterance, its
+    words being those whose middle falls between the middles of the pauses around it."""
+    errors = []
+    for k, u in enumerate(utts):
+        lo = (utts[k - 1]["end"] + u["start"]) / 2 if k else 0.0
+        hi = (u["end"] + utts[k + 1]["start"]) / 2 if k + 1 < len(utts) else float("inf")
+        mine = [w for w in words if lo <= (w["start"] + w["end"]) / 2 < hi]
+        if mine:
+            errors += [abs(mine[0]["start"] - u["start"]), abs(mine[-1]["end"] - u["end"])]
+    return errors
+
+
+def run(args: argparse.Namespace) -> dict:
+    engine = Espeak()
+    voices = [v for v in args.voices if engine.has_voice(v)]
+    if not voices:
+        raise SystemExit(f"none of the voices {args.voices} exists in this eSpeak NG")
+    t0 = time.perf_counter()
+    clean, utts = build_recording(args.seconds, args.seed, voices)
+    noisy = add_noise(clean, utts, args.snr, args.seed)
+    refs = [u["text"] for u in utts]
+    im = load(args.model)
+    result: dict = {
+        "model": args.model,
+        "voices": voices,
+        "utterances": len(utts),
+        "recording_seconds": round(len(clean) / SAMPLE_RATE, 1),
+        "snr_db": args.snr,
+        "segment": args.segment,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, audio in (("clean", clean), (f"snr{args.snr:g}", noisy)):
+            wav = Path(tmp) / f"{name}.wav"
+            sf.write(wav, audio, SAMPLE_RATE)
+            t = time.perf_counter()
+            segments, info = transcribe_longform(im, wav, args.segment, args.max_segment)
+            long_s = time.perf_counter() - t
+            one = decode_one_by_one(im, slices(audio, utts))
+            long_wer = wer(refs, [s[2] for s in segments])
+            one_wer = wer(refs, one)
+            words = align_segments(im, audio, segments)
+            errors = boundary_errors(words, utts) if words else []
+            result[name] = {
+                "wer_longform": round(long_wer, 4),
+                "wer_one_by_one": round(one_wer, 4),
+                "ratio": round(long_wer / one_wer, 2) if one_wer > 0 else (1.0 if long_wer == 0 else None),
+                "longform_seconds": round(long_s, 1),
+                "segmentation": info.get("segmentation"),
+                "word_boundary_median_error_s": round(float(np.median(errors)), 3) if errors else None,
+                "word_boundaries_measured": len(errors),
+            }
+            if name == "clean":
+                clean_one = one_wer
+            else:
+                result[name]["ratio_to_clean_one_by_one"] = (
+                    round(long_wer / clean_one, 2) if clean_one > 0 else None
+                )
+    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="model directory (speeched train/init output)")
+    p.add_argument("--seconds", type=float, default=180.0, help="length of the recording")
+    p.add_argument("--snr", type=float, default=10.0, help="SNR (dB) of the noisy copy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES))
+    p.add_argument("--segment", default="vad", help="vad, energy or fixed")
+    p.add_argument("--max-segment", type=float, default=None, help="default: the model's training range")
+    p.add_argument("--out", default=None, help="write the JSON result here")
+    args = p.parse_args(argv)
+    result = run(args)
+    for name in ("clean", f"snr{args.snr:g}"):
+        r = result[name]
+        seg = r["segmentation"] if isinstance(r["segmentation"], dict) else {}
+        print(
+            f"{name:>8}: WER long-form {100 * r['wer_longform']:.1f}% vs one-by-one "
+            f"{100 * r['wer_one_by_one']:.1f}% (ratio {r['ratio']}); {seg.get('segments')} segments "
+            f"(limit {seg.get('limit_seconds')} s, {seg.get('method')}); word-boundary median error "
+            f"{r['word_boundary_median_error_s']} s over {r['word_boundaries_measured']} boundaries"
+        )
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
