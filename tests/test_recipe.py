@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from speeched.training.recipe import Recipe, RecipeError, load_recipe, schema_markdown
+from speeched.errors import SpeechedError
+from speeched.training.recipe import Recipe, RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -195,12 +196,28 @@ def test_shipped_recipes_exist() -> None:
 
 
 def test_reference_doc_is_up_to_date() -> None:
+    """The generator runs as the docs say (a script, its own process) and matches the committed file."""
     committed = (REPO / "docs" / "recipe-reference.md").read_text(encoding="utf-8")
-    assert committed == schema_markdown(), (
-        "docs/recipe-reference.md is stale: run .venv/bin/python -m speeched.training.recipe > "
+    generated = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_recipe_reference.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    assert committed == generated, (
+        "docs/recipe-reference.md is stale: run .venv/bin/python scripts/gen_recipe_reference.py > "
         "docs/recipe-reference.md"
     )
     assert "`optim`" in committed and "`lr_new`" in committed
+    assert "| `lr` | number (> 0) | `0.0001` |" in committed  # a row rendered from the schema itself
+
+
+def test_recipe_error_is_a_user_error_with_exit_2(workdir: Path) -> None:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(workdir, BASE.replace("lr: 1.0e-4", "lrr: 1.0e-4")))
+    assert isinstance(info.value, SpeechedError) and isinstance(info.value, ValueError)
+    assert info.value.exit_code == 2
 
 
 def test_demo_recipe_opens_with_its_command() -> None:

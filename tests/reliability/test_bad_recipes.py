@@ -168,7 +168,8 @@ def test_yaml_syntax_error_names_line(tmp_path, base):
 def test_schema_errors_are_fast_and_import_no_models(tmp_path, base):
     """All schema cases in one fresh interpreter: each under a second; torch and model code never imported.
 
-    (`setup_logging` imports `transformers.utils` to quiet its logger; no model module is loaded.)
+    (`setup_logging` imports `transformers.utils` to quiet its logger; no model module is loaded. The
+    schema reads the prompt template fields from `speeched.modeling.prompting`, which is plain Python.)
     """
     paths = []
     for i, (_, edits, renames, extra, _) in enumerate(SCHEMA_CASES):
@@ -179,16 +180,24 @@ def test_schema_errors_are_fast_and_import_no_models(tmp_path, base):
         """
         import json, sys, time
         from speeched.cli import app
-        HEAVY = ("transformers.models", "transformers.modeling_utils", "speeched.modeling")
+        HEAVY = ("transformers.models", "transformers.modeling_utils", "speeched.modeling.")
+        LIGHT = ("speeched.modeling.prompting",)
+
+        def heavy_modules():
+            return [
+                m for m in sys.modules
+                if (m.split(".")[0] in ("torch", "accelerate") or m.startswith(HEAVY)) and m not in LIGHT
+            ]
+
         cases, times, codes = json.loads(sys.argv[1]), [], []
         for args in cases:
             t = time.perf_counter()
             codes.append(app(["train", *args], standalone_mode=False))  # click returns Exit's code
             times.append(time.perf_counter() - t)
-            heavy = [m for m in sys.modules if m.split(".")[0] in ("torch", "accelerate") or m.startswith(HEAVY)]
+            heavy = heavy_modules()
             if heavy:
                 sys.exit(f"{args}: imported {heavy[:5]}")
-        heavy = [m for m in sys.modules if m.split(".")[0] in ("torch", "accelerate") or m.startswith(HEAVY)]
+        heavy = heavy_modules()
         print(json.dumps({"codes": codes, "times": times, "heavy": heavy}))
         """
     )
@@ -204,8 +213,12 @@ def test_schema_errors_are_fast_and_import_no_models(tmp_path, base):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["codes"] == [2] * len(SCHEMA_CASES), result
     assert result["heavy"] == [], f"schema errors imported {result['heavy']}"
-    # The first case pays for importing pydantic/yaml/typer once; every later one is pure validation.
-    assert result["times"][0] < 5.0 and max(result["times"][1:]) < 1.0, result["times"]
+    # The first case pays for importing pydantic/yaml/typer and `transformers.utils` (setup_logging) once:
+    # ~1.5 s idle, 5-6 s measured with 8 jobs on 2 cores. Every later one is pure validation.
+    slow = {c[0]: round(t, 2) for c, t in zip(SCHEMA_CASES, result["times"], strict=True)}
+    assert result["times"][0] < 10.0 and max(result["times"][1:]) < 1.0, sorted(
+        slow.items(), key=lambda kv: -kv[1]
+    )[:4]
 
 
 def test_unknown_hub_id_offline_fails_before_training(tmp_path, base, monkeypatch):
