@@ -7,8 +7,16 @@ from pathlib import Path
 import typer
 
 
+def _split_list(values: list[str] | None) -> list[str]:
+    """Repeatable, comma-separated option values; "none" alone means an empty list."""
+    items = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+    return [] if items == ["none"] else items
+
+
 def command(
-    out: Path = typer.Option(..., "--out", help="Output folder: train/dev/test.jsonl and wavs/ go here."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: {train,dev,test,test_unseen}.jsonl, corpus.json and wavs/."
+    ),
     kind: str = typer.Option(
         "digits",
         "--kind",
@@ -19,41 +27,88 @@ def command(
     voices: list[str] | None = typer.Option(
         None,
         "--voices",
-        metavar="VOICE[,VOICE...]",
-        help="eSpeak voice variants to use, repeat or comma-separate (default: a curated English set). "
-        "Dev and test get variants train never hears.",
+        metavar="ACCENT[+VARIANT],...",
+        help="Exact eSpeak voices to use instead of the --accents x --variants grid, e.g. en-us,en-gb-x-rp+f2.",
+    ),
+    accents: list[str] | None = typer.Option(
+        None, "--accents", metavar="ACCENT,...", help="English accents (default: every one eSpeak NG ships)."
+    ),
+    variants: list[str] | None = typer.Option(
+        None,
+        "--variants",
+        metavar="VARIANT,...",
+        help="Synthesiser variants crossed with the accents; 'default' = none "
+        "(default: default, m1-m7, f1-f4, klatt, klatt2-4).",
+    ),
+    unseen_accents: list[str] | None = typer.Option(
+        None,
+        "--unseen-accents",
+        metavar="ACCENT,...|none",
+        help="Accents heard only in test_unseen (default: en-029).",
+    ),
+    unseen_variants: list[str] | None = typer.Option(
+        None,
+        "--unseen-variants",
+        metavar="VARIANT,...|none",
+        help="Variants heard only in test_unseen (default: f4, klatt3).",
     ),
     dev_fraction: float = typer.Option(0.05, "--dev-fraction", min=0.0, max=0.9),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.9),
+    unseen_fraction: float = typer.Option(
+        0.1, "--unseen-fraction", min=0.0, max=0.9, help="Share of utterances in test_unseen."
+    ),
+    noise: bool = typer.Option(
+        False,
+        "--noise",
+        help="Add reverberation (half the utterances) and noise at 5-25 dB SNR to every split.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace a corpus already in --out."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel synthesis processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Synthesize an offline spoken corpus with eSpeak NG."""
+    """Synthesize an offline spoken corpus with eSpeak NG.
+
+    Train covers the accents x variants; dev and test use accent/variant combinations train never
+    hears; test_unseen uses accents and variants train never hears at all.
+
+    Example: speeched data synth --out data/digits --num 2000
+    """
     from speeched.data.grammar import KINDS
+    from speeched.errors import UsageError
 
     if kind not in KINDS:
-        typer.echo(f"error: --kind {kind!r} is not supported; use one of: {', '.join(KINDS)}", err=True)
-        raise typer.Exit(2)
-    voice_list = [v.strip() for item in voices or [] for v in item.split(",") if v.strip()] or None
+        raise UsageError(f"--kind {kind!r} is not supported; use one of: {', '.join(KINDS)}")
 
-    from speeched.data.synth import synthesize_corpus  # heavy (numpy, soxr): keep CLI start-up fast
+    from speeched.data import synth  # heavy (numpy, soxr): keep CLI start-up fast
 
-    try:
-        result = synthesize_corpus(
-            out,
-            kind=kind,
-            num=num,
-            seed=seed,
-            voices=voice_list,
-            dev_fraction=dev_fraction,
-            test_fraction=test_fraction,
-            workers=workers,
-            progress=progress,
-        )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    extra = {}
+    if unseen_accents is not None:
+        extra["unseen_accents"] = _split_list(unseen_accents)
+    if unseen_variants is not None:
+        extra["unseen_variants"] = _split_list(unseen_variants)
+    result = synth.synthesize_corpus(
+        out,
+        kind=kind,
+        num=num,
+        seed=seed,
+        voices=_split_list(voices) or None,
+        dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
+        workers=workers,
+        progress=progress,
+        accents=_split_list(accents) or None,
+        variants=_split_list(variants) or None,
+        unseen_fraction=unseen_fraction,
+        noise=noise,
+        force=force,
+        **extra,
+    )
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
+    for split, names in result.voices.items():
+        if names:
+            typer.echo(
+                f"{split}: {len(names)} voices ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+            )
     typer.echo(
         f"{sum(result.counts.values())} utterances ({counts}), {result.audio_seconds / 3600:.2f} h of audio "
         f"in {result.wall_seconds:.1f} s ({result.realtime_factor:.0f}x real time) -> {result.out_dir}"

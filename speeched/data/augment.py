@@ -49,7 +49,6 @@ from typing import Literal
 import numpy as np
 import soxr
 from pydantic import Field, model_validator
-from scipy.signal import fftconvolve
 
 from speeched.data.config import StrictModel
 from speeched.errors import UsageError
@@ -254,6 +253,8 @@ def _file_rir(path: str, sample_rate: int) -> np.ndarray:
 
 def apply_rir(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """Convolve with `rir` from its direct-path peak on; same length and RMS as the input."""
+    from scipy.signal import fftconvolve  # lazy: scipy.signal takes seconds to import
+
     if audio.size == 0 or rir.size == 0:
         return audio
     rir = rir[int(np.argmax(np.abs(rir))) :]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +46,33 @@ ENGLISH_VOICES: tuple[str, ...] = (
     "en-gb-x-rp+f3",
     "en-gb-x-rp+m2",
 )
+
+# Synthesiser variants (files in espeak-ng-data/voices/!v) crossed with every English accent by
+# `speeched data synth`: the default voice ("", written "default" in manifests), the male/female
+# formant variants and the Klatt synthesiser variants, as in issue 15's accent measurements. The many
+# novelty variants (whisper, croak, robots, character voices) are left out; any `!v` file can still be
+# named with --variants.
+CLEAR_VARIANTS: tuple[str, ...] = (
+    "",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+)
+DEFAULT_VARIANT_NAME = "default"
+# Language files that are English in name but not in the Latin script our texts use.
+_NOT_LATIN_SCRIPT = ("en-shaw",)
 
 # From speak_lib.h (eSpeak NG 1.5x).
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -116,6 +145,57 @@ def _library() -> tuple[ctypes.CDLL, int]:
     lib.espeak_SetSynthCallback(callback)
     _state.update(lib=lib, libc=libc, rate=rate, callback=callback, chunks=chunks)
     return lib, rate
+
+
+def _data_path() -> Path:
+    import espeakng_loader
+
+    return Path(espeakng_loader.get_data_path())
+
+
+@lru_cache(maxsize=1)
+def english_accents() -> tuple[str, ...]:
+    """Every English accent (language voice) in the installed eSpeak NG data, e.g. en-us, en-029.
+
+    The names of espeak-ng-data/lang/gmw/en* (lowercased: what `espeak_SetVoiceByName` takes; `en`
+    is British English); the Shavian-alphabet voice is left out (our texts are in the Latin script).
+    """
+    names = (p.name.lower() for p in sorted((_data_path() / "lang" / "gmw").glob("en*")))
+    return tuple(name for name in names if name not in _NOT_LATIN_SCRIPT)
+
+
+@lru_cache(maxsize=1)
+def all_variants() -> tuple[str, ...]:
+    """Every synthesiser variant file eSpeak NG ships (espeak-ng-data/voices/!v)."""
+    return tuple(sorted(p.name for p in (_data_path() / "voices" / "!v").iterdir() if p.is_file()))
+
+
+def voice_name(accent: str, variant: str) -> str:
+    """The eSpeak voice string for an (accent, variant) pair; variant "" = the accent's default."""
+    return f"{accent}+{variant}" if variant else accent
+
+
+def parse_voice(voice: str) -> tuple[str, str]:
+    """Split `accent[+variant]` and check both exist; raises ValueError naming the valid choices.
+
+    eSpeak itself accepts unknown names (it falls back to a default voice), so we check against its
+    data files instead of asking it.
+    """
+    accent, _, variant = voice.strip().partition("+")
+    accent = accent.lower()
+    if variant.lower() == DEFAULT_VARIANT_NAME:
+        variant = ""
+    if accent not in english_accents():
+        raise ValueError(
+            f"unknown English eSpeak accent {accent!r} in voice {voice!r}; valid accents: "
+            f"{', '.join(english_accents())} (optionally +VARIANT, e.g. en-us+f2)"
+        )
+    if variant and variant not in all_variants():
+        raise ValueError(
+            f"unknown eSpeak variant {variant!r} in voice {voice!r}; e.g. "
+            f"{', '.join(v for v in CLEAR_VARIANTS if v)} (all: espeak-ng-data/voices/!v)"
+        )
+    return accent, variant
 
 
 class Espeak:
