@@ -171,11 +171,18 @@ def align_words(
 
 
 def ctc_frame_seconds(model: object, sampling_rate: int, num_samples: int, num_frames: int) -> float:
-    """Seconds per CTC frame: the encoder's exact input stride when its config says it (wav2vec2-style
-    `inputs_to_logits_ratio`), else the measured ratio of input to output length."""
-    ratio = getattr(getattr(getattr(model, "config", None), "encoder", None), "inputs_to_logits_ratio", None)
+    """Seconds per CTC frame (the CTC head reads the raw encoder output, before any length adaptor).
+
+    Exact where the encoder's config says it: wav2vec2-style `inputs_to_logits_ratio` (product of the
+    conv strides, in samples), or a Speech2Text log-mel encoder (10 ms feature shift, each of its
+    `num_conv_layers` halves the rate). Otherwise the measured ratio of input to output length.
+    """
+    enc = getattr(getattr(model, "config", None), "encoder", None)
+    ratio = getattr(enc, "inputs_to_logits_ratio", None)
     if isinstance(ratio, int | float) and ratio > 0:
         return float(ratio) / sampling_rate
+    if getattr(enc, "model_type", None) == "speech_to_text":
+        return 0.010 * 2 ** int(getattr(enc, "num_conv_layers", 2))
     return num_samples / sampling_rate / max(1, num_frames)
 
 
