@@ -126,7 +126,13 @@ def test_train_cli_outputs_and_best_model(tmp_path, corpus):
         "ctc_weight": 0.0,
     }
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert any('"dev/dev"' in line and '"wer"' in line for line in lines)
+    # error rates in percent, the unit in the name (as `speeched eval` prints "WER %")
+    dev = [json.loads(line)["values"] for line in lines if '"dev/dev"' in line]
+    assert dev and all(0 <= v["wer_percent"] and "wer" not in v for v in dev)
+    assert "step 2 dev/dev: wer%=" in result.output
+    durations = json.loads((out / "best" / "config.json").read_text())["training_durations"]
+    assert set(durations) == {"min", "max", "median", "p95"}
+    assert 0 < durations["min"] <= durations["median"] <= durations["p95"] <= durations["max"] < 5
     assert any('"train"' in line and '"loss"' in line for line in lines)
 
 
@@ -266,7 +272,7 @@ def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
 
 def test_layerdrop_is_switched_off_for_multi_process_training(tmp_path):
     from speeched import SpeechEncoderDecoderModel
-    from speeched.training.trainer import ddp_safe_defaults
+    from speeched.training.build import ddp_safe_defaults
 
     enc = tiny_encoder_dir(tmp_path, "wav2vec2", layerdrop=0.1)
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(

@@ -393,7 +393,10 @@ def describe_model_difference(path: Path, model: Any, weights: dict[str, torch.T
     own = model.state_dict()
     wrong = [k for k, v in weights.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
     unexpected = [k for k in weights if k not in own]
-    if not wrong and not unexpected:
+    # Tied tensors (output layer = input embeddings) are stored once: missing only if no stored key shares them.
+    stored = {own[k].data_ptr() for k in weights if k in own}
+    missing = [k for k, v in own.items() if k not in weights and v.data_ptr() not in stored]
+    if not wrong and not unexpected and not missing:
         return None
     diffs = []
     try:
@@ -410,6 +413,8 @@ def describe_model_difference(path: Path, model: Any, weights: dict[str, torch.T
         diffs = [f"{k}: {list(weights[k].shape)} vs {list(own[k].shape)}" for k in wrong[:3]]
         if unexpected:
             diffs.append(f"{len(unexpected)} tensors this model does not have (e.g. {unexpected[0]})")
+        if missing:
+            diffs.append(f"{len(missing)} tensors of this model missing (e.g. {missing[0]})")
     return (
         f"checkpoint {path} belongs to a different model ({'; '.join(diffs[:4])}; "
         f"checkpoint vs this recipe): resume it with the recipe that wrote it (its recipe.yaml), "

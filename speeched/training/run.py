@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,30 +95,27 @@ def resolve_precision(precision: str) -> str:
 
 
 def check_output_dir(out: Path, create: bool) -> None:
-    """A usable output directory: no regular file on the way, writable. `create` makes it (and proves it
-    writable with a probe file); otherwise only looks (the dry run writes nothing)."""
-    for parent in [out, *out.parents]:
-        if parent.exists():
-            if not parent.is_dir():
-                where = "is a file" if parent == out else f"is under {parent}, which is a file"
-                raise TrainingError(f"output_dir {out} {where}: choose another --output-dir")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise TrainingError(
-                    f"output_dir {out}: {parent} is not writable: choose another --output-dir"
-                )
-            break
-    if not create:
-        return
+    """A usable output directory: no regular file on the way, writable (a probe file is created and removed
+    in the nearest existing folder: `os.access` says yes to root on read-only places). `create` makes it."""
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"is under {existing}, which is a file"
+        raise TrainingError(f"output_dir {out} {where}: choose another --output-dir")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=existing):
+            pass
     except OSError as err:
-        why = "no space left" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        why = "no space left" if err.errno == errno.ENOSPC else (err.strerror or str(err)).lower()
         raise TrainingError(
-            f"output_dir {out} cannot be written ({why}): choose another --output-dir"
+            f"output_dir {out} cannot be written ({existing}: {why}): choose another --output-dir"
         ) from None
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrainingError(
+                f"output_dir {out} cannot be created ({err.strerror}): choose another --output-dir"
+            ) from None
 
 
 def check_resume(
