@@ -16,6 +16,7 @@ from speeched.data.augment import (
     Augmenter,
     apply_rir,
     concatenate,
+    item_rng,
     simulated_rir,
 )
 from speeched.errors import UsageError
@@ -238,3 +239,17 @@ def test_cost_per_second_of_audio_is_reported(capsys: pytest.CaptureFixture[str]
     report.append(f"simulating one room: {1000 * (time.perf_counter() - start):.0f} ms")
     with capsys.disabled():
         print("\naugmentation cost: " + "; ".join(report))
+
+
+def test_item_rng_is_per_sample_and_epoch_and_copies_repeat() -> None:
+    augmenter = Augmenter(AugmentConfig(noise={"p": 1}, gain={"p": 1}), SR)
+    x = _speechlike(0.5)
+
+    def out(epoch: int, index: int, copies: int | None = None) -> bytes:
+        return augmenter(x, item_rng(0, epoch, index, copies)).tobytes()
+
+    assert out(0, 3) == out(0, 3) and out(0, 3) != out(1, 3) and out(0, 3) != out(0, 4)
+    assert out(0, 3, copies=2) == out(2, 3, copies=2) != out(1, 3, copies=2)
+    assert item_rng(5, 1, 2).random() == np.random.default_rng([5, 1, 2]).random()
+    with pytest.raises(ValidationError):
+        AugmentConfig(copies=0)

@@ -6,11 +6,12 @@ per utterance inside DataLoader workers, before feature extraction.
 Determinism: every random choice is drawn from the `numpy.random.Generator` passed to the call. The
 dataset derives that generator from (seed, epoch, sample index), e.g.
 ``np.random.default_rng([seed, epoch, index])``, so the same sample in the same epoch gets the same
-augmentation whichever worker handles it, and a resumed run reproduces it exactly.
+augmentation whichever worker handles it, and a resumed run reproduces it exactly (`item_rng`).
+With a feature cache, set `copies` and key the cache by (index, epoch % copies).
 
 How a dataset uses it (in ``__getitem__(index)``)::
 
-    rng = np.random.default_rng([seed, epoch, index])
+    rng = item_rng(seed, epoch, index, config.copies)   # == np.random.default_rng([seed, epoch, index])
     audio, text = load(index)
     n = augmenter.concat_count(rng)                      # 1 (no concatenation), 2 or 3
     if n > 1:
@@ -32,9 +33,10 @@ afterwards. We deviate from audiomentations in three places:
 - reverberation: simulated rooms come from pyroomacoustics (image source method, deterministic given
   the room), and folder RIRs are applied with the same code; audiomentations' `ApplyImpulseResponse`
   keeps the propagation delay, which shifts speech later in time; we cut the RIR at its direct-path peak
-  and rescale to the input's RMS so reverberation neither delays nor louder/quieter-s the utterance;
-- audiomentations pins `soxr<1.0`; we use soxr 1.x directly and installed audiomentations without its
-  soxr pin (no audiomentations transform we call uses soxr).
+  and rescale to the input's RMS, so reverberation neither delays the words nor changes the loudness
+  (gain is its own stage).
+Compatibility: audiomentations 0.43 declares `soxr<1.0`, so a fresh install resolves soxr 0.5.x; the
+only soxr call here (`soxr.resample`) behaves the same in 0.5 and 1.x (tested with 1.1).
 """
 
 from __future__ import annotations
@@ -173,10 +175,27 @@ class AugmentConfig(StrictModel):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
     gain: GainConfig = Field(default_factory=GainConfig)
     concat: ConcatConfig = Field(default_factory=ConcatConfig)
+    copies: int | None = Field(
+        None,
+        ge=1,
+        description="None = a fresh augmentation every epoch. K = only K distinct augmented versions of "
+        "each utterance (version = epoch mod K), so a feature cache can keep them: log-mel extraction "
+        "costs ~5x more than all augmentations together on this CPU",
+    )
 
     @property
     def enabled(self) -> bool:
         return any(part.p > 0 for part in (self.speed, self.reverb, self.noise, self.gain, self.concat))
+
+
+def item_rng(seed: int, epoch: int, index: int, copies: int | None = None) -> np.random.Generator:
+    """The Generator for sample `index` in `epoch`: what a dataset passes to the augmenter.
+
+    With `copies` = K, epochs e and e + K get the same augmentation, so (index, epoch % K) is a valid
+    feature-cache key. Independent of worker, batch composition and resumption.
+    """
+    version = epoch if copies is None else epoch % copies
+    return np.random.default_rng([seed, version, index])
 
 
 @contextmanager
