@@ -27,7 +27,7 @@ Libraries: audiomentations does the noise (`AddColorNoise` for generated white/p
 `AddBackgroundNoise` for a folder of noise files) and the gain (`Gain`). audiomentations draws its
 randomness from the global `random` and `numpy.random` modules, not from a Generator, so each call is
 wrapped in `_seeded_globals(rng)`, which seeds both from `rng` and restores their previous state
-afterwards. We deviate from audiomentations in three places:
+afterwards. We deviate from audiomentations in two places:
 - speed perturbation: audiomentations has no Kaldi-style speed change (its `TimeStretch` keeps the
   pitch), so we resample with soxr (tempo and pitch change together, as in Kaldi/ESPnet `speed_perturb`);
 - reverberation: simulated rooms come from pyroomacoustics (image source method, deterministic given
@@ -36,7 +36,7 @@ afterwards. We deviate from audiomentations in three places:
   and rescale to the input's RMS, so reverberation neither delays the words nor changes the loudness
   (gain is its own stage).
 Compatibility: audiomentations 0.43 declares `soxr<1.0`, so a fresh install resolves soxr 0.5.x; the
-only soxr call here (`soxr.resample`) behaves the same in 0.5 and 1.x (tested with 1.1).
+only soxr call here (`soxr.resample`) has the same API in 0.5 and 1.x (tests ran with 1.1).
 """
 
 from __future__ import annotations
