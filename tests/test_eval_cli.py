@@ -271,3 +271,49 @@ def test_eval_and_transcribe_default_to_the_decoding_the_model_was_validated_wit
     assert resolved({**recorded, "ctc_vocab": ["<b>"]}) == (4, 0.8)
     assert resolved({**recorded, "ctc_vocab": None}) == (4, 0.0)  # a recorded λ without a CTC head
     assert resolved({**recorded, "ctc_vocab": None}, ctc_weight=0.0, num_beams=2) == (2, 0.0)
+
+
+def test_eval_with_silent_and_missing_files_scores_the_rest_and_exits_1(
+    model_dir: Path, manifest: Path, tmp_path: Path
+) -> None:
+    rows = _read_jsonl(manifest)[:2]
+    sf.write(tmp_path / "zeros.wav", np.zeros(16000 * 30, np.float32), 16000)
+    rows += [
+        {"id": "zeros", "audio": str(tmp_path / "zeros.wav"), "text": "nothing said"},
+        {"id": "gone", "audio": str(tmp_path / "gone.wav"), "text": "lost"},
+    ]
+    for r in rows[:2]:
+        r["audio"] = str(manifest.parent / r["audio"])
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    res = CliRunner().invoke(
+        app,
+        ["eval", str(model_dir), "--data-format", "jsonl", "-d", str(data), "-o", str(out), "--no-progress"],
+    )
+    assert res.exit_code == 1, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_utterances"] == 3 and summary["num_failed"] == 1
+    assert summary["diagnostics"]["not_decoded"] == 1
+    assert summary["units"] == {
+        "wer": "fraction of reference words (0.05 = 5%)",
+        "cer": "fraction of reference characters (0.05 = 5%)",
+    }
+    zeros = next(r for r in _read_jsonl(out / "predictions.jsonl") if r["id"] == "zeros")
+    assert zeros["hypothesis"] == "" and zeros["num_tokens"] == 0
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("speeched eval: 1 of 4 utterances could not be used (1 missing file)")
+    assert str(out / "bad_audio.jsonl") in last and "Traceback" not in res.output
+    assert "WER %" in res.stdout
+
+
+def test_eval_options_say_what_they_are() -> None:
+    from speeched.commands.evaluate import EPILOG
+
+    res = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert "--data-format" in res.output and "--format " not in res.output  # --format is an output format
+    assert "Exit codes" in res.output
+    assert "speeched eval " in EPILOG and "Exit codes: 0 done; 1 some inputs failed" in EPILOG
+    res = CliRunner().invoke(app, ["eval", "m", "--data", "x.jsonl", "--format", "jsonl"])
+    assert res.exit_code == 2

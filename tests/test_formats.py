@@ -82,3 +82,37 @@ def test_stitch_keeps_everything_without_overlap_or_common_words() -> None:
     assert [s.text for s in disjoint] == ["a b", "a b"] and disjoint[0].end == 5.0
     unrelated = stitch([(0.0, 20.0, "one two three"), (18.0, 30.0, "four five")])
     assert " ".join(s.text for s in unrelated) == "one two three four five"
+
+
+def test_word_timings_go_to_json_and_word_level_subtitles() -> None:
+    from speeched.transcription.formats import Word, to_json_line
+
+    words = [Word("hello", 0.3, 0.7), Word("there", 0.8, 1.2)]
+    t = Transcript("a.wav", 5.0, [TimedText(0.25, 1.5, "hello there", words), TimedText(2.0, 3.0, "bye")])
+    data = json.loads(render(t, "json"))
+    assert data["segments"][0]["words"] == [
+        {"word": "hello", "start": 0.3, "end": 0.7},
+        {"word": "there", "start": 0.8, "end": 1.2},
+    ]
+    assert "words" not in data["segments"][1]  # no timings: no key, rather than a wrong one
+    assert json.loads(to_json_line(t)) == data and to_json_line(t).count("\n") == 1
+    for fmt in ("srt", "vtt"):
+        cues = parse_subtitles(render(t, fmt, words=True))
+        assert [(c.text, c.start, c.end) for c in cues] == [
+            ("hello", 0.3, 0.7),
+            ("there", 0.8, 1.2),
+            ("bye", 2.0, 3.0),
+        ]
+        assert len(parse_subtitles(render(t, fmt))) == 2  # segment cues by default
+
+
+def test_stitch_cuts_word_timings_with_the_text() -> None:
+    from speeched.transcription.formats import Word
+
+    def timed(text: str, start: float) -> list[Word]:
+        return [Word(w, start + i, start + i + 0.5) for i, w in enumerate(text.split())]
+
+    a, b = "one two three four", "three four five"
+    out = stitch([(0.0, 10.0, a), (8.0, 18.0, b)], [timed(a, 0.0), timed(b, 8.0)])
+    assert [w.word for s in out for w in s.words] == ["one", "two", "three", "four", "five"]
+    assert out[1].words[0].start == 10.0

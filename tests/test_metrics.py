@@ -117,3 +117,16 @@ def test_score_predictions_reports_normalised_raw_and_diagnostics() -> None:
         sum(len(h.split()) for h in nhyps) / sum(len(r.split()) for r in nrefs)
     )
     assert metrics["normalizer"]["name"] == "basic"
+
+
+def test_identical_hypotheses_are_flagged_only_when_references_differ() -> None:
+    # two recordings of the same sentence, both decoded right: no collapse
+    assert M.identical_across_batch(["one two", "one two"], ["one two", "one two"]) == []
+    # same references, same wrong hypothesis: could be the same audio; not a collapse either
+    assert M.identical_across_batch(["x", "x"], ["one two", "one two"]) == []
+    # different references, one hypothesis for all: the wrong ones are flagged, the right one is not
+    assert M.identical_across_batch(["one two"] * 3, ["one two", "three", "four five"]) == [1, 2]
+    preds = [_pred(0, "One two.", "one two"), _pred(1, "One two!", "one two")]
+    metrics, rows = score_predictions(preds, "asr", get_normalizer("basic"))
+    assert metrics["diagnostics"]["identical_in_batch"] == 0 and metrics["diagnostics"]["degenerate"] == 0
+    assert not any(r.get("identical_in_batch") for r in rows)

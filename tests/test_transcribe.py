@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -213,3 +214,111 @@ def test_runaway_decoding_is_capped_by_duration_and_loops_are_cut(audio: dict) -
     assert all(cap <= 4.0 * seconds + 11 for cap, seconds in model.caps)
     assert t.info["hit_token_cap"] == t.info["segments_decoded"] == t.info["loops_truncated"] > 0
     assert all(s.text == "w5 w6" for s in t.segments)
+
+
+# ---------------------------------------------------------------- transcribe_files: outputs, failures, silence
+def _fake(tmp_path: Path):
+    from test_inference import LengthModel, WordTokenizer
+    from transformers import Wav2Vec2FeatureExtractor
+
+    fe = Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True)
+    return InferenceModel(LengthModel(), WordTokenizer(), fe)
+
+
+def _tones(tmp_path: Path, *tenths: int) -> list[str]:
+    paths = []
+    for i, n in enumerate(tenths):
+        x = np.concatenate([np.zeros(8000), 0.3 * np.sin(np.arange(n * 1600) * 0.1), np.zeros(8000)])
+        sf.write(tmp_path / f"t{i}.wav", x.astype(np.float32), 16000)
+        paths.append(str(tmp_path / f"t{i}.wav"))
+    return paths
+
+
+def _energy(**kw) -> TranscribeOptions:
+    return TranscribeOptions(segment="energy", **kw)
+
+
+def test_output_locations_are_made_or_refused_before_decoding(tmp_path: Path) -> None:
+    from speeched.errors import UsageError
+    from speeched.transcription.transcribe import transcribe_files
+
+    im = _fake(tmp_path)
+    (a,) = _tones(tmp_path, 12)
+    target = tmp_path / "missing" / "dir" / "out.txt"
+    transcribe_files(im, [a], _energy(), target)
+    assert target.read_text().strip() and oct(target.stat().st_mode & 0o777) == "0o644"
+    (tmp_path / "afile").write_text("x")
+    for bad in (tmp_path / "afile" / "out.txt", tmp_path / "afile" / "sub" / "out.txt"):
+        calls = len(im.model.calls)
+        with pytest.raises(UsageError, match="is a file"):
+            transcribe_files(im, [a], _energy(), bad)
+        assert len(im.model.calls) == calls  # nothing was decoded
+    res = _cli(
+        str(tmp_path / "t0.wav"), "-m", str(tmp_path / "no-model"), "-o", str(tmp_path / "afile" / "o")
+    )
+    assert res.exit_code == 2 and "is a file" in res.output and "Traceback" not in res.output
+
+
+def test_each_file_is_written_when_done_so_an_interruption_keeps_it(tmp_path: Path) -> None:
+    from speeched.transcription.transcribe import transcribe_files
+
+    im = _fake(tmp_path)
+    inner = im.model.generate
+
+    def generate(**kw):
+        if im.model.calls:
+            raise KeyboardInterrupt  # Ctrl-C while the second file decodes
+        return inner(**kw)
+
+    im.model.generate = generate
+    paths = _tones(tmp_path, 10, 14)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        transcribe_files(im, paths, _energy(pool_seconds=0.5), out)
+    assert sorted(p.name for p in out.iterdir()) == ["t0.txt"]  # the finished file, and no half file
+    assert re.fullmatch(r"w1\d\n", (out / "t0.txt").read_text())  # ~1 s of tone (plus segment padding)
+
+
+def test_json_on_stdout_is_json_lines(tmp_path: Path) -> None:
+    import io
+
+    from speeched.transcription.transcribe import transcribe_files
+
+    paths = _tones(tmp_path, 8, 11)
+    stream = io.StringIO()
+    transcribe_files(_fake(tmp_path), paths, _energy(), None, "json", stdout=stream)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "==>" not in stream.getvalue()
+    objs = [json.loads(line) for line in lines]
+    assert [o["path"] for o in objs] == paths and all(re.fullmatch(r"w\d+", o["text"]) for o in objs)
+
+
+def test_a_lone_missing_input_is_a_usage_error_without_false_comfort(tmp_path: Path) -> None:
+    res = _cli(str(tmp_path / "nope.wav"), "-m", str(tmp_path / "model"))
+    assert res.exit_code == 2, res.output
+    assert "nope.wav: no such file" in res.output and "still transcribed" not in res.output
+    assert "Traceback" not in res.output
+
+
+def test_overlap_is_checked_only_for_fixed_windows() -> None:
+    from speeched.errors import UsageError
+    from speeched.transcription.transcribe import check_options
+
+    check_options(TranscribeOptions(segment="energy", max_segment=4))  # default overlap 2 is irrelevant here
+    check_options(TranscribeOptions(segment="vad", max_segment=3))
+    with pytest.raises(UsageError, match="overlap"):
+        check_options(TranscribeOptions(segment="fixed", max_segment=4))
+    with pytest.raises(UsageError, match="--segment"):
+        check_options(TranscribeOptions(segment="words"))
+
+
+def test_digital_silence_transcribes_to_nothing_at_no_cost(tmp_path: Path) -> None:
+    from speeched.transcription.transcribe import transcribe_files
+
+    sf.write(tmp_path / "zeros.wav", np.zeros(16000 * 60, np.float32), 16000)
+    for kind in ("fixed", "energy", "vad"):
+        im = _fake(tmp_path)
+        out = tmp_path / f"z-{kind}.json"
+        transcribe_files(im, [str(tmp_path / "zeros.wav")], TranscribeOptions(segment=kind), out, "json")
+        data = json.loads(out.read_text())
+        assert data["text"] == "" and im.model.calls == []
