@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from speeched.commands import average, data_check, data_shard, data_synth, evaluate, init, train, transcribe
+from speeched.commands import average, data_check, data_shard, data_synth, evaluate, export, init, train, transcribe
 from speeched.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, SpeechedError, debug_enabled
 
 app = typer.Typer(
@@ -54,6 +54,7 @@ register(app, "train", train.command, "Fine-tune from a YAML recipe (runs under 
 register(app, "eval", evaluate.command, "Decode a data set with generate() and score it (WER/CER or BLEU/chrF).")
 register(app, "transcribe", transcribe.command, "Transcribe audio files, directories or globs (long-form too).")
 register(app, "average", average.command, "Average the weights of several checkpoints into one model.")
+register(app, "export", export.command, "Export a model for transformers' pipeline or ONNX Runtime (+ model card).")
 app.add_typer(data_app, name="data")
 register(data_app, "synth", data_synth.command, "Synthesize an offline spoken corpus with eSpeak NG.", "data synth")
 register(
