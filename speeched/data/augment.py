@@ -36,7 +36,8 @@ afterwards. We deviate from audiomentations in two places:
   and rescale to the input's RMS, so reverberation neither delays the words nor changes the loudness
   (gain is its own stage).
 Compatibility: audiomentations 0.43 declares `soxr<1.0`, so a fresh install resolves soxr 0.5.x; the
-only soxr call here (`soxr.resample`) has the same API in 0.5 and 1.x (tests ran with 1.1).
+only soxr call here (`soxr.resample`) has the same API in 0.5 and 1.x (tests pass with 0.5.0.post1
+and 1.1.0).
 """
 
 from __future__ import annotations
