@@ -171,11 +171,20 @@ class AugmentConfig(StrictModel):
     never augmented.
     """
 
-    speed: SpeedConfig = Field(default_factory=SpeedConfig)
-    reverb: ReverbConfig = Field(default_factory=ReverbConfig)
-    noise: NoiseConfig = Field(default_factory=NoiseConfig)
-    gain: GainConfig = Field(default_factory=GainConfig)
-    concat: ConcatConfig = Field(default_factory=ConcatConfig)
+    speed: SpeedConfig = Field(
+        default_factory=SpeedConfig, description="speed perturbation by resampling (changes the duration)"
+    )
+    reverb: ReverbConfig = Field(
+        default_factory=ReverbConfig, description="room reverberation: simulated rooms or a folder of RIRs"
+    )
+    noise: NoiseConfig = Field(
+        default_factory=NoiseConfig, description="additive noise at a random SNR: generated or from a folder"
+    )
+    gain: GainConfig = Field(default_factory=GainConfig, description="random loudness change in dB")
+    concat: ConcatConfig = Field(
+        default_factory=ConcatConfig,
+        description="join 2-3 utterances with pauses and their transcripts with a space",
+    )
     copies: int | None = Field(
         None,
         ge=1,
