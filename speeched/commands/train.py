@@ -42,6 +42,11 @@ def command(
     from speeched.training.trainer import train
 
     setup_logging()
+    progress = options.show_progress(progress)
+    if not progress:  # no bars in logs: transformers' weight-loading bar included
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     r = load_recipe(recipe, overrides=set_, output_dir=output_dir)
     if dry_run:
         typer.echo(plan(r, resume=resume))
