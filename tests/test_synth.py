@@ -290,6 +290,9 @@ def test_cli_sentences_have_translations_and_other_seed_differs(tmp_path: Path) 
         (["--voices", "en,en-us,en-gb-x-rp"], "test_unseen would be empty"),
         (["--num", "5"], "--num 5 gives no dev utterances"),
         (["--num", "3", "--dev-fraction", "0"], "--num 3 gives no test and no test_unseen utterances"),
+        (["--variants", "m1,nosuch"], "unknown eSpeak variant 'nosuch'; e.g. default, m1"),
+        (["--unseen-accents", "klingon"], "unknown English eSpeak accent 'klingon'"),
+        (["--dev-fraction", "0.5", "--test-fraction", "0.4"], "fractions sum to 1: they must leave a share"),
     ],
 )
 def test_cli_rejects_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -183,19 +183,25 @@ def parse_voice(voice: str) -> tuple[str, str]:
     """
     accent, _, variant = voice.strip().partition("+")
     accent = accent.lower()
-    if variant.lower() == DEFAULT_VARIANT_NAME:
-        variant = ""
     if accent not in english_accents():
         raise ValueError(
             f"unknown English eSpeak accent {accent!r} in voice {voice!r}; valid accents: "
             f"{', '.join(english_accents())} (optionally +VARIANT, e.g. en-us+f2)"
         )
+    return accent, parse_variant(variant, f" in voice {voice!r}")
+
+
+def parse_variant(variant: str, where: str = "") -> str:
+    """Check a synthesiser variant name ("default" or "" = none); raises ValueError naming valid ones."""
+    variant = variant.strip()
+    if variant.lower() == DEFAULT_VARIANT_NAME:
+        return ""
     if variant and variant not in all_variants():
         raise ValueError(
-            f"unknown eSpeak variant {variant!r} in voice {voice!r}; e.g. "
+            f"unknown eSpeak variant {variant!r}{where}; e.g. {DEFAULT_VARIANT_NAME}, "
             f"{', '.join(v for v in CLEAR_VARIANTS if v)} (all: espeak-ng-data/voices/!v)"
         )
-    return accent, variant
+    return variant
 
 
 class Espeak:

@@ -45,6 +45,7 @@ from speeched.data.espeak import (
     SAMPLE_RATE,
     Espeak,
     english_accents,
+    parse_variant,
     parse_voice,
     voice_name,
 )
@@ -185,6 +186,11 @@ def split_combos(
 
 def _split_counts(num: int, fractions: dict[str, float]) -> dict[str, int]:
     """Utterances per split; a split with a fraction > 0 that would get none is refused, not left empty."""
+    if sum(fractions.values()) >= 1:
+        raise UsageError(
+            f"the dev, test and test_unseen fractions sum to {sum(fractions.values()):g}: "
+            "they must leave a share for train (sum < 1)"
+        )
     counts = {split: math.floor(num * fraction + 0.5) for split, fraction in fractions.items()}
     counts["train"] = num - sum(counts.values())
     empty = [split for split, fraction in fractions.items() if fraction > 0 and counts[split] == 0]
@@ -329,7 +335,7 @@ def _combos(voices: list[str] | None, accents: list[str] | None, variants: list[
         if voices:
             return [parse_voice(v) for v in voices]
         accent_list = [parse_voice(a)[0] for a in accents] if accents else list(english_accents())
-        variant_list = [parse_voice(f"en-us+{v}")[1] for v in variants] if variants else list(CLEAR_VARIANTS)
+        variant_list = [parse_variant(v) for v in variants] if variants else list(CLEAR_VARIANTS)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return [(a, v) for a in accent_list for v in variant_list]
@@ -424,7 +430,7 @@ def synthesize_corpus(
     combos = _combos(voices, accents, variants)
     try:
         held_accents = tuple(parse_voice(a)[0] for a in unseen_accents)
-        held_variants = tuple(parse_voice(f"en-us+{v}")[1] for v in unseen_variants)
+        held_variants = tuple(parse_variant(v) for v in unseen_variants)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if unseen_fraction == 0:
