@@ -168,7 +168,7 @@ class SpeechCollator:
         width = max(f.shape[0] for f in feats)
         pad = float(getattr(self.fe, "padding_value", 0.0))
         x = np.full((len(feats), width, *feats[0].shape[1:]), pad, dtype=feats[0].dtype)
-        mask = np.zeros((len(feats), width), dtype=np.int64)
+        mask = np.zeros((len(feats), width), dtype=np.int32)  # as the extractors return it
         for i, (f, it) in enumerate(zip(feats, items, strict=True)):
             x[i, : f.shape[0]] = f
             mask[i, : int(it.get("valid_frames", f.shape[0]))] = 1
