@@ -35,7 +35,7 @@ def decode(
     """Decode every input; one `Decoded` per input, in input order.
 
     Arrays share the prefix of `options.src_lang` / `options.tgt_lang`; an utterance's own `lang` /
-    `tgt_lang` win over them. A bad or missing language fails (PromptError) before anything is decoded.
+    `tgt_lang` win over them. A bad or missing language fails (UsageError) before anything is decoded.
     """
     options = resolve_options(im.model, options or DecodeOptions())
     if options.ctc_weight and not getattr(im.model.config, "ctc_vocab", None):
@@ -51,15 +51,10 @@ def _plan(
 ) -> tuple[list[tuple[int, ...]], list[float], Callable[[int], np.ndarray]]:
     """Per input: its decoder prefix and duration, and how to read its audio."""
     sr = im.sampling_rate
-    prompt = im.prompt
     if inputs and isinstance(inputs[0], Utterance):
         utts: Sequence[Utterance] = inputs  # type: ignore[assignment]
-        prefixes = [
-            tuple(
-                prompt.ids(u.lang or options.src_lang, u.tgt_lang or options.tgt_lang, where=u.origin or u.id)
-            )
-            for u in utts
-        ]
+        src, tgt = options.src_lang, options.tgt_lang
+        prefixes = [tuple(im.prefix_ids(u.lang or src, u.tgt_lang or tgt, u.origin or u.id)) for u in utts]
         durations = [_duration(u) for u in utts]
 
         def load(i: int) -> np.ndarray:
@@ -67,7 +62,7 @@ def _plan(
 
     else:
         arrays: Sequence[np.ndarray] = inputs  # type: ignore[assignment]
-        shared = tuple(prompt.ids(options.src_lang, options.tgt_lang))
+        shared = tuple(im.prefix_ids(options.src_lang, options.tgt_lang))
         prefixes = [shared] * len(arrays)
         durations = [len(a) / sr for a in arrays]
 

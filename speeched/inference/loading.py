@@ -14,7 +14,7 @@ import torch
 
 from speeched.errors import UsageError
 from speeched.modeling.model_dir import ModelDirError, load_model_dir
-from speeched.modeling.prompting import DecoderPrompt, decoder_prompt
+from speeched.modeling.prompting import DecoderPrompt, PromptError, decoder_prompt
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -51,6 +51,14 @@ class InferenceModel:
         if self._prompt is None:
             self._prompt = decoder_prompt(self.model, self.tokenizer)
         return self._prompt
+
+    def prefix_ids(self, src_lang: str | None, tgt_lang: str | None, where: str = "") -> list[int]:
+        """The decoder prefix for speech in `src_lang` → text in `tgt_lang` (None: the model's default);
+        an unknown or missing language is a UsageError naming the valid codes."""
+        try:
+            return self.prompt.ids(src_lang, tgt_lang, where=where)
+        except PromptError as err:
+            raise UsageError(str(err)) from err
 
 
 def load_inference_model(model_dir: str | Path, device: str = "auto") -> InferenceModel:

@@ -15,7 +15,6 @@ from typing import TextIO
 
 from speeched.errors import PartialFailure, UsageError
 from speeched.inference import InferenceModel, load_inference_model
-from speeched.modeling.prompting import PromptError
 from speeched.transcription.formats import Transcript, render
 from speeched.transcription.inputs import FailedFile, expand_inputs, probe
 from speeched.transcription.output import plan_outputs, write_atomic, write_stdout
@@ -81,10 +80,7 @@ def transcribe_files(
         say(f"error: {f.path}: {f.message} (skipped; the other inputs are still transcribed)")
     targets = plan_outputs(paths, output, fmt)
     im = model if isinstance(model, InferenceModel) else load_inference_model(model, options.decode.device)
-    try:
-        transcriber = Transcriber(im, options)
-    except PromptError as err:
-        raise UsageError(str(err)) from err
+    transcriber = Transcriber(im, options)
     if (options.decode.src_lang or options.decode.tgt_lang) and not transcriber.prefix:
         say(
             "warning: this model has no language prefix (decoder_prompt: none), so --src-lang/--tgt-lang "

@@ -79,7 +79,7 @@ class Transcriber:
         self.sr = im.sampling_rate
         self._pool_seconds = 0.0
         # The same prefix builder as the training collator and eval; a bad language fails here, before decoding.
-        self.prefix = im.prompt.ids(self.decode.src_lang, self.decode.tgt_lang)
+        self.prefix = im.prefix_ids(self.decode.src_lang, self.decode.tgt_lang)
         self.training_durations = getattr(im.model.config, "training_durations", None)
 
     def run(self, paths: Sequence[str]) -> Iterator[Transcript | FailedFile]:
