@@ -205,8 +205,8 @@ class DurationBucketSampler:
         full_size = self.max_batch_size or math.inf
         cap = full_cap * first_fill
         size_cap = full_size if math.isinf(full_size) else max(1, math.ceil(full_size * first_fill))
-        for i in order.tolist():
-            d = self.durations[i]
+        # Python floats: indexing a numpy array per item costs ~10x more on a 281k-utterance epoch.
+        for i, d in zip(order.tolist(), self.durations[order].tolist(), strict=True):
             if cur and (total + d > cap or len(cur) >= size_cap):
                 cap, size_cap = full_cap, full_size
                 batches.append(cur)

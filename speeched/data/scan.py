@@ -346,28 +346,36 @@ def scan(
         targets = [u.target(task) or "" for u in utterances]
 
     f = filters or Filters(min_duration=0.0, max_duration=float("inf"), drop_empty=True)
+    # Vectorised over the columns: Python work only for dropped rows and (normalised) target texts.
     bad: list[tuple[int, str, str]] = []
+    dropped = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(text_err).tolist():
+        err = utterances[i].extra["text_error"]
+        bad.append((i, A.BAD_ENCODING, f"{err}; re-save the manifest as UTF-8"))
+        dropped[i] = True
+    for i, (_, _, reason, detail) in results.items():
+        if reason is not None and not dropped[i]:
+            bad.append((i, reason, detail))
+            dropped[i] = True
+    with np.errstate(invalid="ignore"):
+        short = ~dropped & (durs < f.min_duration)
+        dropped |= short
+        long = ~dropped & (durs > f.max_duration)
+        dropped |= long
+    for i in np.flatnonzero(short).tolist():
+        bad.append((i, A.TOO_SHORT, f"{durs[i]:.3f}s < min_duration {f.min_duration}s"))
+    for i in np.flatnonzero(long).tolist():
+        bad.append((i, A.TOO_LONG, f"{durs[i]:.3f}s > max_duration {f.max_duration}s"))
     candidates: list[int] = []
     cand_targets: list[str] = []
-    for i in range(n):
-        probe = results.get(i)
-        if text_err[i]:
-            err = utterances[i].extra["text_error"]
-            bad.append((i, A.BAD_ENCODING, f"{err}; re-save the manifest as UTF-8"))
-        elif probe is not None and probe[2] is not None:
-            bad.append((i, probe[2], probe[3]))
-        elif durs[i] < f.min_duration:
-            bad.append((i, A.TOO_SHORT, f"{durs[i]:.3f}s < min_duration {f.min_duration}s"))
-        elif durs[i] > f.max_duration:
-            bad.append((i, A.TOO_LONG, f"{durs[i]:.3f}s > max_duration {f.max_duration}s"))
+    what = "translation" if task == "st" else "transcript"
+    for i in np.flatnonzero(~dropped).tolist():
+        target = normalize_target(targets[i]) if normalize_target else targets[i]
+        if f.drop_empty and not target.strip():
+            bad.append((i, A.EMPTY_TEXT, f"no {what} text"))
         else:
-            target = normalize_target(targets[i]) if normalize_target else targets[i]
-            if f.drop_empty and not target.strip():
-                what = "translation" if task == "st" else "transcript"
-                bad.append((i, A.EMPTY_TEXT, f"no {what} text"))
-            else:
-                candidates.append(i)
-                cand_targets.append(target)
+            candidates.append(i)
+            cand_targets.append(target)
     del targets
 
     kept_idx = candidates
