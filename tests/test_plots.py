@@ -17,8 +17,8 @@ def fill(out: Path) -> None:
         for step in range(10, 210, 10):
             log.log(step, "train", {"loss": 5.0 / step**0.5, "lr": 1e-3 * step / 200, "lr_encoder": 1e-4})
         for step in (100, 200):
-            log.log(step, "dev/clean", {"wer": 0.5 / step * 100, "cer": 0.2, "loss": 1.0})
-            log.log(step, "dev/other", {"wer": 0.8 / step * 100, "cer": 0.4})
+            log.log(step, "dev/clean", {"wer_percent": 0.5 / step * 100, "cer_percent": 20.0, "loss": 1.0})
+            log.log(step, "dev/other", {"wer_percent": 0.8 / step * 100, "cer_percent": 40.0})
 
 
 def test_log_and_read_back(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_plots_are_valid_pngs(tmp_path: Path) -> None:
     fill(tmp_path)
     written = plot_training_curves(tmp_path / "metrics.jsonl", tmp_path / "plots")
     names = sorted(p.name for p in written)
-    assert names == ["cer.png", "loss.png", "lr.png", "wer.png"]
+    assert names == ["cer_percent.png", "loss.png", "lr.png", "wer_percent.png"]
     for p in written:
         data = p.read_bytes()
         assert data.startswith(PNG_MAGIC)
