@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 from speeched.data.audio import load_audio
 from speeched.data.records import Utterance
@@ -28,8 +30,6 @@ def cross_attention_map(model: Any, inputs: dict[str, Any], token_ids: Sequence[
     Row t is the attention while predicting token t+1 of `token_ids` (which starts with the decoder
     start token).
     """
-    import torch
-
     if len(token_ids) < 2:
         raise ValueError("need at least one generated token after the decoder start token")
     device = next(model.parameters()).device
@@ -58,13 +58,10 @@ def save_alignment_png(
     matrix: np.ndarray, tokens: Sequence[str], seconds: float, path: str | Path, title: str = ""
 ) -> Path:
     """Write the tokens x frames heat map; the x axis is in seconds of audio."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n_tok = matrix.shape[0]
-    fig, ax = plt.subplots(figsize=(min(16, 4 + seconds), min(12, 2 + 0.22 * n_tok)), dpi=100)
+    # A bare Figure (no pyplot): no global backend switch, no figure registry to close.
+    fig = Figure(figsize=(min(16, 4 + seconds), min(12, 2 + 0.22 * n_tok)), dpi=100)
+    ax = fig.subplots()
     ax.imshow(
         matrix, aspect="auto", origin="upper", interpolation="nearest", extent=(0, seconds, n_tok - 0.5, -0.5)
     )
@@ -78,7 +75,6 @@ def save_alignment_png(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
