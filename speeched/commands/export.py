@@ -43,6 +43,10 @@ def command(
         raise UsageError("--quantize applies to --to onnx only")
     if allow_lossy and to != "transformers":
         raise UsageError("--allow-lossy applies to --to transformers only")
+    if push_to_hub:
+        from speeched.export.hub import check_repo_id
+
+        check_repo_id(push_to_hub)  # before minutes of exporting, not after
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -7,14 +7,18 @@ from pathlib import Path
 from speeched.export.common import ExportError
 
 
+def check_repo_id(repo_id: str) -> None:
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ExportError(f"--push-to-hub {repo_id!r} is not OWNER/NAME (e.g. my-org/speeched-digits)")
+
+
 def push_to_hub(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Create `repo_id` (a model repo; kept if it exists) and upload `folder` as one commit; returns its URL."""
     try:
         from huggingface_hub import HfApi
     except ImportError as err:  # a transformers dependency, so normally present
         raise ExportError("--push-to-hub needs huggingface_hub: pip install huggingface_hub") from err
-    if repo_id.count("/") != 1:
-        raise ExportError(f"--push-to-hub {repo_id!r} is not OWNER/NAME (e.g. my-org/speeched-digits)")
+    check_repo_id(repo_id)
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
