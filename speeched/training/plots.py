@@ -12,6 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from speeched.training.metrics_log import read_metrics
 
 
@@ -29,9 +32,6 @@ def _series(records: list[dict[str, Any]], split: str, key: str) -> tuple[list[i
 def _save(
     lines: dict[str, tuple[list[int], list[float]]], title: str, ylabel: str, path: Path, log_y: bool
 ) -> bool:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     lines = {label: xy for label, xy in lines.items() if xy[0]}
     if not lines:
         return False
