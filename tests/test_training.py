@@ -128,7 +128,7 @@ def test_train_cli_outputs_and_best_model(tmp_path, corpus):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     # error rates in percent, the unit in the name (as `speeched eval` prints "WER %")
     dev = [json.loads(line)["values"] for line in lines if '"dev/dev"' in line]
-    assert dev and all(0 <= v["wer_percent"] and "wer" not in v for v in dev)
+    assert dev and all(v["wer_percent"] >= 0 and "wer" not in v for v in dev)
     assert "step 2 dev/dev: wer%=" in result.output
     durations = json.loads((out / "best" / "config.json").read_text())["training_durations"]
     assert set(durations) == {"min", "max", "median", "p95"}
