@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,8 @@ def test_energy_fallback_when_silero_is_unavailable(
     words_file: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, spans = words_file
-    monkeypatch.setattr(segment, "silero_available", lambda: False)
+    monkeypatch.setitem(sys.modules, "silero_vad", None)  # `import silero_vad` now raises ImportError
+    assert not segment.silero_available()
     report = new_report("vad", None, 4.0)
     found = list(segment_file(str(path), SR, "vad", max_segment=report.limit, report=report))
     assert report.method == "energy" and "silero-vad is not installed" in (report.fallback or "")

@@ -41,6 +41,9 @@ DEFAULT_MAX_SEGMENT = 20.0
 # A limit derived from training durations is kept within these bounds (seconds).
 LIMIT_FLOOR, LIMIT_CEILING = 2.0, 30.0
 SEGMENTATIONS = ("vad", "energy", "silence", "fixed")
+# What is left of a region after cutting it at the limit, if shorter than this, is dropped: it is
+# the padding or the fading tail of a region just over the limit, and alone it only invites a hallucination.
+MIN_TAIL_SECONDS = 0.25
 
 
 @dataclass
@@ -129,8 +132,14 @@ class _PauseSegmenter:
             return []  # digital silence or near it: nothing to decode (and no model call)
         regions: list[list[int]] = []
         for s, e in self._voiced(y):
-            if regions and s - regions[-1][1] < self.min_gap:
-                regions[-1][1] = max(regions[-1][1], e)  # bridge short pauses (within words, close words)
+            # Bridge short pauses (within words, between close words), unless the bridged region would
+            # outgrow the limit: then the pause itself is the cut, rather than a quiet frame found later.
+            if (
+                regions
+                and s - regions[-1][1] < self.min_gap
+                and e - regions[-1][0] + 2 * self.pad <= self.max_len
+            ):
+                regions[-1][1] = max(regions[-1][1], e)
             else:
                 regions.append([s, e])
         padded: list[tuple[int, int]] = []
@@ -154,7 +163,8 @@ class _PauseSegmenter:
             cut = lo + int(np.argmin(energy)) * self.hop + self.frame // 2
             out.append((s, cut))
             s = cut
-        out.append((s, e))
+        if not out or e - s >= MIN_TAIL_SECONDS * self.sr:
+            out.append((s, e))  # else: a sliver past the quietest point of a region just over the limit
         return out
 
     def _pack(self, regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -249,6 +259,7 @@ class VadSegmenter(_PauseSegmenter):
         self, sampling_rate: int, max_segment: float = DEFAULT_MAX_SEGMENT, threshold: float = 0.5, **kw: Any
     ) -> None:
         kw.setdefault("pad", 0.1)
+        kw.setdefault("min_gap", 0.2)  # silero declares the end of speech late: a 0.4 s pause looks ~0.25 s
         super().__init__(sampling_rate, max_segment, **kw)
         self.threshold = threshold
         self.model = _silero_model()
@@ -272,7 +283,7 @@ class VadSegmenter(_PauseSegmenter):
                     self.model,
                     threshold=self.threshold,
                     sampling_rate=vad_sr,
-                    min_speech_duration_ms=150,
+                    min_speech_duration_ms=250,  # silero's default: noise blips under it are dropped
                     min_silence_duration_ms=int(1000 * self.min_gap / self.sr),
                     speech_pad_ms=30,
                 )
