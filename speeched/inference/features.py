@@ -36,7 +36,9 @@ def featurize(feature_extractor: Any, arrays: Sequence[np.ndarray], device: Any)
     with group-norm feature encoders must see zero padding without a mask (as in transformers).
     """
     sr = feature_extractor.sampling_rate
-    enc = feature_extractor(list(arrays), sampling_rate=sr, return_tensors="pt", padding=True)
+    # Rows a per-utterance normalisation turns into NaN (zero variance) are caught by `finite_rows`.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        enc = feature_extractor(list(arrays), sampling_rate=sr, return_tensors="pt", padding=True)
     names = list(getattr(feature_extractor, "model_input_names", ["input_values"])) + ["attention_mask"]
     return {k: v.to(device) for k, v in enc.items() if k in names}
 
