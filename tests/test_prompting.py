@@ -17,6 +17,7 @@ from speeched import SpeechEncoderDecoderModel
 from speeched.cli import app
 from speeched.data.records import Utterance
 from speeched.data.sources import load_source
+from speeched.errors import SpeechedError
 from speeched.modeling.prompting import (
     DecoderPrompt,
     PromptError,
@@ -251,10 +252,11 @@ class _Recorder:
 
 
 def test_train_eval_and_transcribe_build_the_same_prefix(tmp_path, mbart_decoder_dir, mbart_tok_dir):
-    from speeched.evaluation.runner import DecodeOptions, evaluate_utterances
+    from speeched.evaluation.evaluate import evaluate_utterances
+    from speeched.inference import DecodeOptions, InferenceModel
     from speeched.modeling.model_dir import load_model_dir
     from speeched.training.build import training_collator
-    from speeched.transcription.runner import TranscribeOptions, Transcriber
+    from speeched.transcription.transcriber import TranscribeOptions, Transcriber
 
     res, out = _init(tmp_path, mbart_decoder_dir, mbart_tok_dir, "--task", "st", "--tgt-lang", "de")
     assert res.exit_code == 0, res.output
@@ -283,19 +285,21 @@ def test_train_eval_and_transcribe_build_the_same_prefix(tmp_path, mbart_decoder
     assert batch["labels"][:, 0].tolist() == [-100, -100]  # the language token is given, not predicted
     # eval: what generate() is called with
     rec = _Recorder(model)
-    evaluate_utterances(model, tok, fe, utts, "st", DecodeOptions(max_new_tokens=2), "none")
+    im = InferenceModel(model, tok, fe)
+    evaluate_utterances(im, utts, "st", DecodeOptions(max_new_tokens=2), "none")
     eval_prefixes = {p for call in rec.calls for p in call}
     # transcribe --tgt-lang fr
     rec.calls.clear()
     audio = str(manifest.parent / "a.wav")
-    list(Transcriber(model, tok, fe, TranscribeOptions(tgt_lang="fr", max_new_tokens=2)).run([audio]))
+    options = TranscribeOptions(decode=DecodeOptions(tgt_lang="fr", max_new_tokens=2), segment="fixed")
+    list(Transcriber(im, options).run([audio]))
     transcribe_prefix = rec.calls[0][0]
 
     assert train_prefix == {"a": (start, fr), "b": (start, de)}
     assert eval_prefixes == {(start, fr), (start, de)}
     assert transcribe_prefix == train_prefix["a"]
-    with pytest.raises(PromptError, match="'klingon'"):
-        Transcriber(model, tok, fe, TranscribeOptions(tgt_lang="klingon"))
+    with pytest.raises(SpeechedError, match="'klingon'"):
+        Transcriber(im, TranscribeOptions(decode=DecodeOptions(tgt_lang="klingon")))
 
 
 def test_a_wrong_language_in_a_manifest_stops_training_before_step_one(
@@ -358,7 +362,8 @@ def test_prefix_coupled_llm_takes_a_prompt_per_example(tmp_path):
 # ------------------------------------------------------------------------------------------ multi-target
 def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path):
     """Same audio, two target languages, different targets: only the prefix can tell them apart."""
-    from speeched.evaluation.runner import DecodeOptions, evaluate_utterances
+    from speeched.evaluation.evaluate import evaluate_utterances
+    from speeched.inference import DecodeOptions, InferenceModel
     from speeched.modeling.model_dir import load_model_dir
     from speeched.training.recipe import load_recipe
     from speeched.training.trainer import train
@@ -392,9 +397,8 @@ def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path)
     loaded = load_model_dir(result.best_dir)
     assert loaded.model.config.decoder_prompt["template"] == "{tgt_lang} :"
     utts = load_source(str(manifest))
-    res = evaluate_utterances(
-        loaded.model.eval(), loaded.tokenizer, loaded.feature_extractor, utts, "st", DecodeOptions(), "none"
-    )
+    im = InferenceModel(loaded.model.eval(), loaded.tokenizer, loaded.feature_extractor)
+    res = evaluate_utterances(im, utts, "st", DecodeOptions(), "none")
     hyps = {r["id"]: r["hypothesis"] for r in res.rows}
     assert hyps == {"u0": "ja", "u1": "oui", "u2": "nein", "u3": "non"}
     assert set(res.metrics["by_language"]) == {"de", "fr"}
@@ -402,7 +406,8 @@ def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path)
 
 
 def test_joint_ctc_attention_decoding_keeps_the_prefix(tmp_path, mbart_decoder_dir, mbart_tok_dir):
-    from speeched.evaluation.runner import DecodeOptions, evaluate_utterances
+    from speeched.evaluation.evaluate import evaluate_utterances
+    from speeched.inference import DecodeOptions, InferenceModel
     from speeched.modeling.model_dir import load_model_dir
 
     res, out = _init(
@@ -421,7 +426,7 @@ def test_joint_ctc_attention_decoding_keeps_the_prefix(tmp_path, mbart_decoder_d
     )
     manifest = _corpus(tmp_path / "data", [{"id": "a", "text": "ja", "translation": "oui"}])
     evaluate_utterances(
-        model, tok, loaded.feature_extractor, load_source(str(manifest)), "st",
+        InferenceModel(model, tok, loaded.feature_extractor), load_source(str(manifest)), "st",
         DecodeOptions(ctc_weight=0.5, num_beams=2, max_new_tokens=2), "none",
     )  # fmt: skip
     fr = tok.convert_tokens_to_ids("fr_XX")

@@ -12,8 +12,49 @@ from typing import Any
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from speeched.errors import SpeechedError
+
 COUPLINGS = ("cross_attention", "prefix")
 PROJECTORS = ("linear", "mlp")
+# Types of the extension fields, checked before their values (`ctc_weight="abc"` from a command line must be
+# a clear error, not a TypeError inside a comparison).
+EXTENSION_TYPES: dict[str, tuple[type, ...]] = {
+    "coupling": (str,),
+    "adaptor_layers": (int,),
+    "adaptor_stride": (int,),
+    "adaptor_kernel_size": (int,),
+    "projector": (str, type(None)),
+    "layer_weighting": (bool,),
+    "ctc_weight": (int, float),
+    "ctc_vocab": (list, type(None)),
+    "ctc_units": (str,),
+    "spec_augment": (dict, type(None)),
+    "prompt": (str, type(None)),
+}
+TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "a list",
+    dict: "a mapping",
+    type(None): "null",
+}
+
+
+class ModelConfigError(SpeechedError, ValueError):
+    """An extension setting that cannot work (wrong type, out of range, missing companion); exit 2."""
+
+
+def check_extension_types(values: dict[str, Any]) -> None:
+    """Each known extension value has its type (bool is not a number here, a number not a bool)."""
+    for key, value in values.items():
+        types = EXTENSION_TYPES.get(key)
+        if types is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = [TYPE_NAMES[t] for t in types if not (t is int and float in types)]
+            raise ModelConfigError(f"{key} must be {' or '.join(names)}, got {value!r}")
 
 
 class SpeechEncoderDecoderConfig(PreTrainedConfig):
@@ -75,25 +116,26 @@ class SpeechEncoderDecoderConfig(PreTrainedConfig):
 
     def validate_extensions(self) -> None:
         """Fail at construction, with the fix, rather than deep inside a forward pass."""
+        check_extension_types({key: getattr(self, key) for key in EXTENSION_TYPES})
         if self.coupling not in COUPLINGS:
-            raise ValueError(f"coupling={self.coupling!r} is not supported: choose one of {COUPLINGS}")
+            raise ModelConfigError(f"coupling={self.coupling!r} is not supported: choose one of {COUPLINGS}")
         if self.projector is not None and self.projector not in PROJECTORS:
-            raise ValueError(
+            raise ModelConfigError(
                 f"projector={self.projector!r} is not supported: choose one of {PROJECTORS} or None"
             )
         if self.adaptor_layers < 0:
-            raise ValueError(f"adaptor_layers must be >= 0, got {self.adaptor_layers}")
+            raise ModelConfigError(f"adaptor_layers must be >= 0, got {self.adaptor_layers}")
         if self.adaptor_layers and self.adaptor_stride < 1:
-            raise ValueError(f"adaptor_stride must be >= 1, got {self.adaptor_stride}")
+            raise ModelConfigError(f"adaptor_stride must be >= 1, got {self.adaptor_stride}")
         if not 0.0 <= self.ctc_weight < 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
+            raise ModelConfigError(f"ctc_weight must be in [0, 1), got {self.ctc_weight}")
         if self.ctc_weight > 0 and not self.ctc_vocab:
-            raise ValueError(
+            raise ModelConfigError(
                 "ctc_weight > 0 needs a CTC vocabulary: pass ctc_vocab=[...] or build one from transcripts with "
                 "speeched.modeling.ctc.build_ctc_vocab(texts)"
             )
         if self.ctc_units not in ("char", "word"):
-            raise ValueError(f"ctc_units must be 'char' or 'word', got {self.ctc_units!r}")
+            raise ModelConfigError(f"ctc_units must be 'char' or 'word', got {self.ctc_units!r}")
 
     @property
     def uses_extensions(self) -> bool:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from speeched.modeling.configuration import ModelConfigError
+
 BLANK = "<blank>"
 UNK = "<unk>"
 SPACE = "|"
@@ -30,7 +32,9 @@ def build_ctc_vocab(texts: Iterable[str], units: str = "char") -> list[str]:
     for text in texts:
         seen.update(_units(text, units))
     if not seen:
-        raise ValueError("cannot build a CTC vocabulary: no non-empty transcripts were given")
+        raise ModelConfigError(
+            "cannot build a CTC vocabulary: no non-empty transcripts were given (check the manifests' text column)"
+        )
     return [BLANK, UNK, *sorted(seen)]
 
 

@@ -24,9 +24,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from speeched.modeling.halves import CROSS_ATTENTION_NAMES
+from speeched.modeling.model_dir import match_umask
 
 logger = logging.getLogger("speeched")
 
@@ -125,8 +129,6 @@ def apply_lora(model: nn.Module, lora: dict[str, Any] | None = None) -> dict[str
     `lora`: r, alpha, dropout, parts (("decoder",), ("encoder",) or both) and target_modules (a list, or a
     dict per half, default per model family from LORA_TARGETS).
     """
-    from peft import LoraConfig, inject_adapter_in_model
-
     opts = {**DEFAULT_LORA, **(lora or {})}
     unknown = set(opts) - set(DEFAULT_LORA)
     if unknown:
@@ -177,8 +179,6 @@ def apply_lora(model: nn.Module, lora: dict[str, Any] | None = None) -> dict[str
 
 
 def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from peft.tuners.lora import LoraLayer
-
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
 
 
@@ -201,8 +201,6 @@ def merge_lora(model: nn.Module) -> int:
 
 def save_lora_adapters(model: nn.Module, out: str | Path) -> Path:
     """Write only the adapters (and the trainable new parts they need) as safetensors + their settings."""
-    from safetensors.torch import save_file
-
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -213,6 +211,7 @@ def save_lora_adapters(model: nn.Module, out: str | Path) -> Path:
     if not any("lora_" in n for n in tensors):
         raise ValueError("the model has no LoRA adapters: call apply_finetune(model, 'lora') first")
     save_file(tensors, str(root / ADAPTER_WEIGHTS))
+    match_umask(root / ADAPTER_WEIGHTS)  # safetensors writes 0600
     settings = getattr(model, "lora_settings", {})
     (root / ADAPTER_CONFIG).write_text(json.dumps(settings, indent=2) + "\n")
     return root / ADAPTER_WEIGHTS
@@ -220,8 +219,6 @@ def save_lora_adapters(model: nn.Module, out: str | Path) -> Path:
 
 def load_lora_adapters(model: nn.Module, path: str | Path) -> None:
     """Inject adapters with the saved settings and load their weights (and the saved new parts)."""
-    from safetensors.torch import load_file
-
     root = Path(path)
     settings = json.loads((root / ADAPTER_CONFIG).read_text())
     targets = settings["target_modules"]

@@ -14,7 +14,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_MAPPING,
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from speeched.errors import SpeechedError
 
 logger = logging.getLogger("speeched")
 
@@ -25,10 +35,34 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 CROSS_ATTENTION_NAMES = ("crossattention", "cross_attn", "encoder_attn", "cross_attention")
+SPEECH_INPUTS = (
+    "input_values",
+    "input_features",
+)  # what a speech encoder's forward reads (raw audio, log-mel)
+DECODER_FAMILIES = (
+    "with cross-attention (the default): BERT, RoBERTa, ELECTRA, GPT-2 and the decoders of BART, mBART, "
+    "Marian, Pegasus, Whisper; decoder-only LLMs (Llama, Qwen2, Mistral, GPT-2, ...) with "
+    "--model-option coupling=prefix"
+)
+SPEECH_ENCODER_FAMILIES = "wav2vec2, HuBERT, WavLM, data2vec-audio, Whisper, Speech2Text"
 
 
-class HalfLoadError(ValueError):
-    """A pretrained half could not be found or built; the message says what to do."""
+class HalfLoadError(SpeechedError, ValueError):
+    """A pretrained half could not be found or built, or cannot play its part; the message says what to do."""
+
+
+def hub_offline() -> bool:
+    """True when the environment forbids hub access (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def hub_unreachable(err: Exception) -> bool:
+    """The error says the hub could not be contacted (offline or no network), not that a repo is missing."""
+    text = str(err)
+    return hub_offline() or "couldn't connect" in text or "offline mode" in text
 
 
 @dataclass
@@ -51,15 +85,16 @@ def is_config_only_dir(path: str) -> bool:
 
 
 def _offline_hint(name: str, err: Exception) -> HalfLoadError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    where = (
-        "no network (HF_HUB_OFFLINE is set)"
-        if offline
-        else "the hub could not be reached or has no such repo"
-    )
+    if hub_offline():
+        where = "the hub is off limits (offline: HF_HUB_OFFLINE is set)"
+    elif hub_unreachable(err):
+        where = "the hub could not be reached (no network)"
+    else:
+        where = "the hub has no such repo"
     return HalfLoadError(
         f"{name!r} was not found locally and {where}: pass a local directory (a folder with config.json and "
-        f"model.safetensors, or just a config.json for random init). Original error: {type(err).__name__}: {err}"
+        f"model.safetensors, or just a config.json for random init). Original error: {type(err).__name__}: "
+        f"{str(err).splitlines()[0] if str(err) else ''}"
     )
 
 
@@ -72,6 +107,46 @@ def load_config(
         )
     except OSError as err:
         raise _offline_hint(name, err) from err
+    except ValueError as err:  # e.g. "Unrecognized model", or a config.json without model_type
+        raise HalfLoadError(
+            f"{name!r}: transformers cannot read its config.json: {str(err).splitlines()[0]}"
+        ) from err
+
+
+def base_model_class(config: PretrainedConfig) -> type | None:
+    """The AutoModel class of a config (None for classes transformers does not map, e.g. remote code)."""
+    return MODEL_MAPPING.get(type(config), None)  # _LazyAutoMapping.get needs the default positionally
+
+
+def check_speech_encoder(name: str, config: PretrainedConfig) -> None:
+    """Refuse a text model as the speech encoder: it would build, then fail at the first forward on audio."""
+    cls = base_model_class(config)
+    reads = getattr(cls, "main_input_name", None)
+    if cls is None or reads in SPEECH_INPUTS:
+        return
+    raise HalfLoadError(
+        f"--encoder {name!r} is a {config.model_type} model, which reads {reads} (text), not audio: the encoder "
+        f"must be a speech model ({SPEECH_ENCODER_FAMILIES}, ...). Did you mean to pass it as --decoder?"
+    )
+
+
+def check_decoder(name: str, config: PretrainedConfig) -> None:
+    """Refuse a model transformers cannot run as a token-by-token decoder, naming the families that work."""
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return
+    cls = base_model_class(config)
+    if getattr(cls, "main_input_name", None) in SPEECH_INPUTS:
+        why = "it is a speech model (it reads audio, not text; did you mean to pass it as --encoder?)"
+    elif getattr(config, "is_encoder_decoder", False):
+        why = (
+            f"{config.model_type} is an encoder-decoder model whose decoder transformers cannot load on its own "
+            "(it has no causal-LM class)"
+        )
+    else:
+        why = f"{config.model_type} has no causal-LM (text generating) class in transformers"
+    raise HalfLoadError(
+        f"--decoder {name!r} cannot be the text decoder: {why}. Decoders that work: {DECODER_FAMILIES}."
+    )
 
 
 def encoder_from_config(config: PretrainedConfig) -> PreTrainedModel:
@@ -97,6 +172,7 @@ def load_encoder(
     config, unused = load_config(name, trust_remote_code=trust_remote_code, **overrides)
     if unused:
         raise HalfLoadError(f"unknown encoder option(s) for {name!r}: {sorted(unused)}")
+    check_speech_encoder(name, config)
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         config.is_decoder = False
         config.add_cross_attention = False
@@ -130,7 +206,7 @@ def has_cross_attention(decoder: nn.Module) -> bool:
 
 def require_cross_attention(decoder: nn.Module) -> None:
     if not has_cross_attention(decoder):
-        raise ValueError(
+        raise HalfLoadError(
             f"The decoder {type(decoder).__name__} has no cross-attention layers, so it cannot attend to the "
             "speech encoder: with coupling='cross_attention' the audio would be silently ignored. Use a decoder "
             "that supports `add_cross_attention=True` (BERT, RoBERTa, GPT-2, the decoders of BART/mBART/Marian), "
@@ -156,6 +232,7 @@ def load_decoder(
     config, unused = load_config(name, trust_remote_code=trust_remote_code, **overrides)
     if unused:
         raise HalfLoadError(f"unknown decoder option(s) for {name!r}: {sorted(unused)}")
+    check_decoder(name, config)
     config = prepare_decoder_config(config, coupling)
     if is_config_only_dir(name):
         logger.warning(

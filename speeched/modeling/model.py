@@ -9,15 +9,23 @@ decoder-only LLMs, each switched on in the config.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import BaseModelOutput
 
 from speeched.modeling.adaptors import LayerWeighting, LengthAdaptor, build_projector, spec_augment_features
-from speeched.modeling.configuration import SpeechEncoderDecoderConfig
+from speeched.modeling.configuration import ModelConfigError, SpeechEncoderDecoderConfig
 from speeched.modeling.ctc import CTCHead, ctc_loss_sum, encode_ctc
 from speeched.modeling.halves import (
     encoder_from_config,
@@ -26,7 +34,9 @@ from speeched.modeling.halves import (
     prepare_decoder_config,
     require_cross_attention,
 )
+from speeched.modeling.losses import token_cross_entropy
 from speeched.modeling.outputs import SpeechEncoderOutput, SpeechSeq2SeqLMOutput
+from speeched.modeling.prefix import prefix_forward, prefix_generate
 from speeched.modeling.tokens import resolve_special_tokens
 
 logger = logging.getLogger("speeched")
@@ -101,7 +111,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
             )
         cross_size = getattr(config.decoder, "cross_attention_hidden_size", None)
         if cross_size is not None and cross_size != encoder_output_dim(config.encoder):
-            raise ValueError(
+            raise ModelConfigError(
                 f"decoder.cross_attention_hidden_size={cross_size} must equal the encoder's output width "
                 f"{encoder_output_dim(config.encoder)}"
             )
@@ -124,7 +134,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         self.decoder.config = self.config.decoder
 
         if self.encoder.get_output_embeddings() is not None:
-            raise ValueError(
+            raise ModelConfigError(
                 f"The encoder {type(self.encoder).__name__} must not have an LM head; use the base model."
             )
 
@@ -397,8 +407,6 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         if "past_key_values" in kwargs:
             cache = kwargs.pop("past_key_values")
         if self.config.coupling == "prefix":
-            from speeched.modeling.prefix import prefix_forward
-
             return prefix_forward(
                 self,
                 inputs
@@ -549,25 +557,8 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         """`GenerationMixin.generate` (greedy, beam search, sampling) — or, with prefix coupling, the decoder-only
         LLM's own `generate` over the speech-prefixed input embeddings (KV cache included)."""
         if self.config.coupling == "prefix":
-            from speeched.modeling.prefix import prefix_generate
-
             return prefix_generate(self, inputs, **kwargs)
         return super().generate(inputs, *args, **kwargs)
-
-
-def token_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, vocab_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over labels != -100 (in fp32) and their count.
-
-    The mean of this equals the reference's `CrossEntropyLoss()`; keeping sum and count apart lets the
-    training loop divide by the token count of the *whole* update across accumulation and processes.
-    """
-    flat_labels = labels.reshape(-1)
-    ce = nn.functional.cross_entropy(
-        logits.reshape(-1, vocab_size).float(), flat_labels, ignore_index=-100, reduction="sum"
-    )
-    return ce, (flat_labels != -100).sum()
 
 
 TOKENIZER_FILES = (
@@ -581,13 +572,9 @@ TOKENIZER_FILES = (
 
 
 def _try_load_tokenizer(name: str, trust_remote_code: bool):
-    import os
-
     if os.path.isdir(name) and not any(os.path.exists(os.path.join(name, f)) for f in TOKENIZER_FILES):
         return None  # AutoTokenizer would build an empty tokenizer whose ids are all 0
     try:
-        from transformers import AutoTokenizer
-
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as err:  # noqa: BLE001 - a missing tokenizer is not fatal here; config ids are the fallback
         logger.debug(

@@ -14,14 +14,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers import (
+    AutoFeatureExtractor,
+    AutoTokenizer,
+    Speech2TextFeatureExtractor,
+    Wav2Vec2FeatureExtractor,
+    WhisperFeatureExtractor,
+)
+
+from speeched.errors import SpeechedError
+from speeched.modeling.model import SpeechEncoderDecoderModel
+
 logger = logging.getLogger("speeched")
 
 
 INIT_REPORT = "init_report.json"  # which parameters were randomly initialised when the model was composed
 
 
-class ModelDirError(ValueError):
-    pass
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def match_umask(*paths: str | os.PathLike) -> None:
+    """Give each file (and every file under each directory) the mode a plain `open()` would: 0666 minus the umask.
+
+    safetensors (0.8) writes through a private temporary file, so `model.safetensors` comes out 0600
+    while every other file is 0644: others on a shared machine could read the config but not the
+    weights. Call this on what you wrote; only permission bits change.
+    """
+    mode = 0o666 & ~current_umask()
+    files: list[str] = []
+    for path in map(os.fspath, paths):
+        if os.path.isdir(path):
+            files += [os.path.join(d, name) for d, _, names in os.walk(path) for name in names]
+        else:
+            files.append(path)
+    for path in files:
+        if not os.path.islink(path) and (os.stat(path).st_mode & 0o777) != mode:
+            os.chmod(path, mode)
+
+
+class ModelDirError(SpeechedError, ValueError):
+    """A model directory that is missing, incomplete or cannot be written; the message says what to do. Exit 2."""
 
 
 @dataclass
@@ -38,8 +75,6 @@ def default_feature_extractor(encoder_config: Any) -> Any:
     Waveform encoders get normalised raw audio at 16 kHz; log-mel encoders get as many mel bins as
     their first layer expects. Real checkpoints ship their own preprocessor_config.json, which wins.
     """
-    from transformers import Speech2TextFeatureExtractor, Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
-
     model_type = getattr(encoder_config, "model_type", "")
     if model_type == "whisper":
         return WhisperFeatureExtractor(feature_size=encoder_config.num_mel_bins)
@@ -61,8 +96,6 @@ def default_feature_extractor(encoder_config: Any) -> Any:
 
 
 def load_feature_extractor(source: str, encoder_config: Any | None = None) -> Any:
-    from transformers import AutoFeatureExtractor
-
     try:
         return AutoFeatureExtractor.from_pretrained(source)
     except (OSError, ValueError) as err:
@@ -80,10 +113,6 @@ def load_feature_extractor(source: str, encoder_config: Any | None = None) -> An
 
 def load_model_dir(path: str | os.PathLike, device: str | None = None) -> LoadedModel:
     """Load model, tokenizer and feature extractor from a model directory, with errors that say what is missing."""
-    from transformers import AutoFeatureExtractor, AutoTokenizer
-
-    from speeched.modeling.model import SpeechEncoderDecoderModel
-
     root = Path(path)
     if not root.is_dir():
         raise ModelDirError(
@@ -165,4 +194,5 @@ def save_model_dir(
     write_model_card(root, model, composed_from or {})
     if getattr(model, "init_report", None):
         (root / INIT_REPORT).write_text(json.dumps(model.init_report, indent=1))
+    match_umask(root)
     return root

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from speeched.modeling.losses import token_cross_entropy
 from speeched.modeling.outputs import SpeechEncoderOutput, SpeechSeq2SeqLMOutput
 
 if TYPE_CHECKING:
@@ -123,8 +124,6 @@ def prefix_forward(
     without labels they are the next-token logits after the prefix, shape (batch, 1, vocab). The loss
     counts target tokens only, never the speech or prompt positions.
     """
-    from speeched.modeling.model import token_cross_entropy
-
     enc = _encode(model, inputs, attention_mask, encoder_outputs)
     embeds, mask = build_prefix(model, enc, prompt_ids)
     prefix_len = embeds.shape[1]

@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from speeched.errors import SpeechedError
+
 PROMPT_STYLES = ("auto", "none", "lang_token", "whisper", "template")
 TEMPLATE_FIELDS = ("task", "src_lang", "tgt_lang", "lang")
 WHISPER_START = "<|startoftranscript|>"
@@ -49,7 +51,7 @@ WHISPER_LANG = re.compile(r"^<\|([a-z]{2,3})\|>$")
 MIN_FAMILY_LANGUAGES = 2  # a vocabulary needs several such tokens to count as a multilingual family
 
 
-class PromptError(ValueError):
+class PromptError(SpeechedError, ValueError):
     """A language or prompt that the model's tokenizer cannot express; the message says what to use."""
 
 

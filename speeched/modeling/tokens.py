@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from speeched.errors import SpeechedError
 
-class SpecialTokenError(ValueError):
-    pass
+
+class SpecialTokenError(SpeechedError, ValueError):
+    """Special token ids that cannot be resolved from the tokenizer or config; the message says how to pass them."""
 
 
 @dataclass(frozen=True)
