@@ -95,9 +95,9 @@ def test_non_finite_features_and_samples_never_reach_generate() -> None:
     fe = Speech2TextFeatureExtractor()
     im = _im(fe=fe)
     dc = np.full(SR, 0.5, np.float32)
-    with np.errstate(divide="raise", invalid="raise"):  # the extractor really divides by zero here...
-        with pytest.raises(FloatingPointError):
-            fe([dc], sampling_rate=SR)
+    # the extractor really divides by zero here...
+    with np.errstate(divide="raise", invalid="raise"), pytest.raises(FloatingPointError):
+        fe([dc], sampling_rate=SR)
     out = decode(im, [_tone(10) * np.linspace(0.2, 1, SR).astype(np.float32), dc], DecodeOptions())
     assert out[1].text == "" and out[1].skipped == NON_FINITE_FEATURES
     assert out[0].skipped is None and out[0].text  # the other row was decoded

@@ -10,7 +10,7 @@ from speeched.commands import options
 
 EPILOG = options.epilog(
     "speeched eval runs/demo/best --data data/demo/test.jsonl",
-    "speeched eval runs/st/best -d data/st/test.csv --task st --target-column de --num-beams 4",
+    "speeched eval runs/st/best -d st/test.csv --task st --target-column de --num-beams 4",
 )
 
 
