@@ -166,6 +166,9 @@ def run(args: argparse.Namespace) -> dict:
                 "ratio": round(long_wer / one_wer, 2) if one_wer > 0 else (1.0 if long_wer == 0 else None),
                 "longform_seconds": round(long_s, 1),
                 "segmentation": info.get("segmentation"),
+                "utterances_whole_in_one_segment": sum(
+                    1 for u in utts if any(a <= u["start"] and b >= u["end"] for a, b, _ in segments)
+                ),
                 "word_boundary_median_error_s": round(float(np.median(errors)), 3) if errors else None,
                 "word_boundaries_measured": len(errors),
             }
