@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent(
     import json, sys
     import torch, torch.distributed as dist
     from speeched.data.config import DataSource
-    from speeched.data.streaming import build_stream_loader
+    from speeched.data.stream_loader import build_stream_loader
 
     folder, out, mode, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     dist.init_process_group("gloo")

@@ -15,8 +15,9 @@ import pytest
 from speeched.data.config import DataSource
 from speeched.data.records import Utterance
 from speeched.data.shards import PARQUET_SCHEMA, write_shards
+from speeched.data.stream_loader import StreamStateError, build_stream_loader
 from speeched.data.stream_source import resolve_stream_source
-from speeched.data.streaming import StreamingBatches, StreamStateError, build_stream_loader
+from speeched.data.streaming import StreamingBatches
 
 SR = 16000
 
