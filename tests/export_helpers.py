@@ -14,12 +14,15 @@ from helpers import minilm_path, tiny_encoder_dir
 from speeched.modeling.compose import ComposeSpec, init_model
 
 
-def audio_model_dir(root: Path, name: str = "model", gain: float = 40.0, **extensions) -> Path:
+def audio_model_dir(
+    root: Path, name: str = "model", gain: float = 40.0, tiny_decoder: bool = False, **extensions
+) -> Path:
     """`speeched init` on a tiny wav2vec2 + 1-layer MiniLM, with the encoder→decoder weights scaled up.
 
     A randomly initialised tiny encoder barely moves the decoder: every input would give the same
     transcript and a parity test could not tell inputs apart. Scaling the projection (or the adaptor
-    stack's last layer) makes the greedy transcript depend on the audio."""
+    stack's last layer) makes the greedy transcript depend on the audio. `tiny_decoder`: a random 2-layer
+    BERT of width 48 with MiniLM's tokenizer instead of the real MiniLM (graphs export several times faster)."""
     enc = tiny_encoder_dir(Path(root), "wav2vec2", **NO_DROPOUT)
     out = Path(root) / name
     init_model(
