@@ -87,6 +87,7 @@ def test_broken_inputs_are_reported_and_the_rest_still_transcribed(
     assert not any("missing.wav" in line or "notaudio" in line for line in out)
     assert f"{missing}: no such file" in res.stderr
     assert "notaudio.wav: not audio" in res.stderr and "2 of 4 inputs failed" in res.stderr
+    assert "short.wav: " in res.stderr and "segment(s) by energy, at most 20 s" in res.stderr
     assert "Traceback" not in res.output
 
 

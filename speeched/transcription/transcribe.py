@@ -118,5 +118,12 @@ def _write(
     else:
         write_stdout(t, fmt, stream, several, words)
     summary.done.append(t.path)
+    seg = t.info.get("segmentation")
+    if isinstance(seg, dict):  # what segmentation did for this file (speeched.transcription.segment)
+        fallback = f" ({seg['fallback']})" if seg.get("fallback") else ""
+        say(
+            f"{t.path}: {seg['segments']} segment(s) by {seg['method']}{fallback}, "
+            f"at most {seg['limit_seconds']:g} s ({seg['limit_source']}); {t.info['segments_silent']} silent"
+        )
     if t.info.get("loops_truncated"):
         say(f"warning: {t.path}: {t.info['loops_truncated']} segment(s) looped and were cut")
