@@ -10,7 +10,17 @@ from typing import Any
 
 import typer
 
-from speeched.commands import average, data_check, data_shard, data_synth, evaluate, export, init, train, transcribe
+from speeched.commands import (
+    average,
+    data_check,
+    data_shard,
+    data_synth,
+    evaluate,
+    export,
+    init,
+    train,
+    transcribe,
+)
 from speeched.errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, SpeechedError, debug_enabled
 
 app = typer.Typer(
@@ -19,9 +29,16 @@ app = typer.Typer(
     help=__doc__,
     epilog=EXIT_CODES_HELP,
     pretty_exceptions_enable=False,
+    # plain click help: descriptions wrap instead of option names being cut at 80 columns
+    rich_markup_mode=None,
     context_settings={"max_content_width": 120},
 )
-data_app = typer.Typer(no_args_is_help=True, help="Make and inspect spoken corpora.")
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Make and inspect spoken corpora.",
+    rich_markup_mode=None,
+    epilog=EXIT_CODES_HELP,
+)
 
 
 def user_errors(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,23 +61,29 @@ def user_errors(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def register(typer_app: typer.Typer, name: str, fn: Callable[..., Any], help: str, full_name: str = "") -> None:
-    typer_app.command(name, help=help, epilog=EXIT_CODES_HELP)(user_errors(full_name or name, fn))
+def register(typer_app: typer.Typer, name: str, module: Any, help: str, full_name: str = "") -> None:
+    """Add `module.command` under `name`; its `EPILOG` (examples + exit codes) ends its --help."""
+    epilog = getattr(module, "EPILOG", EXIT_CODES_HELP)
+    typer_app.command(name, help=help, epilog=epilog)(user_errors(full_name or name, module.command))
 
 
 # The command table: tests/test_cli.py keeps it in sync with the README.
-register(app, "init", init.command, "Compose a model from a pretrained speech encoder and text decoder.")
-register(app, "train", train.command, "Fine-tune from a YAML recipe (runs under `accelerate launch` too).")
-register(app, "eval", evaluate.command, "Decode a data set with generate() and score it (WER/CER or BLEU/chrF).")
-register(app, "transcribe", transcribe.command, "Transcribe audio files, directories or globs (long-form too).")
-register(app, "average", average.command, "Average the weights of several checkpoints into one model.")
-register(app, "export", export.command, "Export a model for transformers' pipeline or ONNX Runtime (+ model card).")
+register(app, "init", init, "Compose a model from a pretrained speech encoder and text decoder.")
+register(app, "train", train, "Fine-tune from a YAML recipe (runs under `accelerate launch` too).")
+register(app, "eval", evaluate, "Decode a data set with generate() and score it (WER/CER or BLEU/chrF).")
+register(app, "transcribe", transcribe, "Transcribe audio files, directories or globs (long-form too).")
+register(app, "average", average, "Average the weights of several checkpoints into one model.")
+register(app, "export", export, "Export a model for transformers' pipeline or ONNX Runtime (+ model card).")
 app.add_typer(data_app, name="data")
-register(data_app, "synth", data_synth.command, "Synthesize an offline spoken corpus with eSpeak NG.", "data synth")
+register(data_app, "synth", data_synth, "Synthesize an offline spoken corpus with eSpeak NG.", "data synth")
 register(
-    data_app, "check", data_check.command, "Scan a manifest or dataset and report every unusable entry.", "data check"
+    data_app,
+    "check",
+    data_check,
+    "Scan a manifest or dataset and report every unusable entry.",
+    "data check",
 )
-register(data_app, "shard", data_shard.command, "Write a corpus as streaming shards + index.", "data shard")
+register(data_app, "shard", data_shard, "Write a corpus as streaming shards + index.", "data shard")
 
 
 @app.callback()
