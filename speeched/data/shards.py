@@ -27,10 +27,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
+from tqdm import tqdm
 
 from speeched.data.audio import AudioError, audio_info
 from speeched.data.records import Utterance
@@ -276,8 +278,6 @@ def write_shards(
 
 def read_index(path: str) -> dict[str, Any] | None:
     """The `index.json` of a shard folder (local or any fsspec URL), or None when there is none."""
-    import fsspec
-
     url = path.rstrip("/") + "/" + INDEX_NAME
     try:
         with fsspec.open(url, "rt", encoding="utf-8") as f:
@@ -289,8 +289,6 @@ def read_index(path: str) -> dict[str, Any] | None:
 def stderr_progress(total_label: str = "utterances") -> Callable[[int, int], None]:
     """A tqdm bar on a terminal; plain lines (every 10%) otherwise, e.g. in a log file."""
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar: list[Any] = []
 
         def tick(done: int, total: int) -> None:

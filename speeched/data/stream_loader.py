@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from torchdata.stateful_dataloader import StatefulDataLoader
+
 from speeched.data.stream_source import ShardSet, StreamSourceError, resolve_stream_source
 from speeched.data.streaming import STATE_VERSION, StreamingBatches, StreamStateError
 
@@ -27,8 +29,6 @@ class StreamLoader:
     the whole run (no `persistent_workers` epoch restarts to get wrong)."""
 
     def __init__(self, dataset: StreamingBatches, batches_per_epoch: int, collate_fn: Callable | None = None):
-        from torchdata.stateful_dataloader import StatefulDataLoader
-
         self.dataset = dataset
         self.batches_per_epoch = int(batches_per_epoch)
         self.loader = StatefulDataLoader(

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
+import fsspec
 import soundfile as sf
 
 from speeched.data.audio import EMPTY_FILE, NOT_AUDIO, AudioError
@@ -51,8 +53,6 @@ class ShardSet:
 
     def open(self, i: int) -> Any:
         """Shard `i` as a `datasets.IterableDataset` (nothing is read until it is iterated)."""
-        import datasets
-
         if self.hub is not None:
             return _hub_base(self.hub, self.columns.audio).shard(num_shards=self.n_shards, index=i)
         builder = "parquet" if self.fmt == "parquet" else "webdataset"
@@ -72,8 +72,6 @@ _HUB_CACHE: dict[tuple[Any, ...], Any] = {}
 def _hub_base(hub: tuple[str, str | None, str], audio_col: str) -> Any:
     key = (*hub, audio_col)
     if key not in _HUB_CACHE:  # one resolution of the hub's file list per process
-        import datasets
-
         path, config, split = hub
         ds = datasets.load_dataset(path, config, split=split, streaming=True)
         _HUB_CACHE[key] = _no_audio_decoding(ds, audio_col)
@@ -81,8 +79,6 @@ def _hub_base(hub: tuple[str, str | None, str], audio_col: str) -> Any:
 
 
 def _no_audio_decoding(ds: Any, audio_col: str) -> Any:
-    import datasets
-
     feats = ds.features or {}
     for name, feat in feats.items():
         if isinstance(feat, datasets.Audio) and feat.decode:
@@ -92,8 +88,6 @@ def _no_audio_decoding(ds: Any, audio_col: str) -> Any:
 
 def _list_files(path: str) -> tuple[list[str], str]:
     """(shard URLs, format) of a folder, glob or single file, local or fsspec."""
-    import fsspec
-
     fs, root = fsspec.core.url_to_fs(path)
     if any(c in root for c in "*?["):
         files = sorted(fs.glob(root))
@@ -117,8 +111,6 @@ def _list_files(path: str) -> tuple[list[str], str]:
 
 def _webdataset_features(url: str) -> Any:
     """The features `datasets` infers from the first tar, with audio columns as plain bytes."""
-    import datasets
-
     ds = datasets.load_dataset("webdataset", data_files={"train": [url]}, split="train", streaming=True)
     feats = ds.features
     return datasets.Features(
@@ -135,8 +127,6 @@ def resolve_stream_source(src: DataSource, base_dir: str | None = None) -> Shard
     name = src.name or os.path.basename(path.rstrip("/")) or path
     is_local = "://" not in path
     if src.format == "datasets" and not (is_local and os.path.exists(path)):
-        import datasets
-
         split = src.split or "train"
         try:
             ds = datasets.load_dataset(path, src.config, split=split, streaming=True)

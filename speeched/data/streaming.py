@@ -42,6 +42,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import fsspec.asyn
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -268,8 +269,6 @@ class StreamingBatches(IterableDataset):
             )
         self._worker = worker
         if info is not None:
-            import fsspec.asyn
-
             fsspec.asyn.reset_lock()  # fsspec's event loop must not be shared with the parent (gcsfs#379)
         g, n = self.rank * nw + worker, self.world_size * nw
         readers = [
