@@ -217,3 +217,12 @@ def test_padding_on_librispeech_like_durations_is_small():
             padded += len(x) * x.max()
             real += x.sum()
     assert (padded - real) / padded <= 0.03
+
+
+def test_sample_utterances_for_vocabulary(shards):
+    from speeched.data.stream_source import sample_utterances
+
+    folder, ids, _ = shards
+    utts = sample_utterances(resolve_stream_source(DataSource(path=str(folder), streaming=True)), limit=30)
+    assert len(utts) == 30 and len({u.id for u in utts}) == 30 and set(u.id for u in utts) <= set(ids)
+    assert all(u.text.startswith("text ") and u.audio is None and u.duration > 0 for u in utts)

@@ -22,6 +22,7 @@ import soundfile as sf
 
 from speeched.data.audio import EMPTY_FILE, NOT_AUDIO, AudioError
 from speeched.data.config import Columns, DataSource
+from speeched.data.records import Utterance
 from speeched.data.shards import read_index
 
 AUDIO_EXTS = ("flac", "wav", "mp3", "ogg", "opus", "m4a", "sph", "aiff", "bin")
@@ -210,3 +211,35 @@ def report_bad(
     }
     with open(os.path.join(report_dir, "bad_audio.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def sample_utterances(shards: ShardSet, limit: int = 10_000) -> list[Any]:
+    """Metadata of the first `limit` readable rows (shard 0 onwards) as `Utterance`s without audio: what
+    the trainer needs before step 1 from a corpus it never materialises (CTC vocabulary, language
+    checks). Unreadable shards and rows are skipped here; the stream reports them when it meets them."""
+    out: list[Any] = []
+    for i in range(shards.n_shards):
+        try:
+            for k, batch in enumerate(shards.open(i).iter(batch_size=1)):
+                row = {c: v[0] for c, v in batch.items()}
+                try:
+                    it = row_to_item(row, shards.columns, f"{shards.shard_name(i)}:{k}")
+                except AudioError:
+                    continue
+                out.append(
+                    Utterance(
+                        it["id"],
+                        None,
+                        it["text"],
+                        it["translation"],
+                        it["duration"],
+                        it["lang"],
+                        it["tgt_lang"],
+                        origin=it["where"],
+                    )  # fmt: skip
+                )
+                if len(out) >= limit:
+                    return out
+        except Exception:  # noqa: BLE001, S112 - a broken shard: the stream reports it when training
+            continue
+    return out
