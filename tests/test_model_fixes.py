@@ -219,3 +219,60 @@ def test_sdpa_and_eager_agree(tmp_path):
                 (m.state_dict(), m(**_wave(), decoder_input_ids=torch.tensor([[101, 5], [101, 6]])).logits)
             )
     assert (outs[0][1] - outs[1][1]).abs().max().item() < 1e-5
+
+
+# ------------------------------------------------------------------ layer weighting with layerdrop (issue 15.7)
+def _layer_weighted(tmp_path: Path, layerdrop: float, caplog) -> SpeechEncoderDecoderModel:
+    """wav2vec2-base's released training settings (Wav2Vec2Config defaults: layerdrop, dropouts,
+    mask_time_prob 0.05) at a tiny size, composed with layer weighting, in train mode."""
+    enc = tiny_encoder_dir(tmp_path, "wav2vec2", num_hidden_layers=3, layerdrop=layerdrop)
+    assert AutoConfig.from_pretrained(enc).layerdrop == layerdrop
+    with caplog.at_level("WARNING", logger="speeched"):
+        model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+            str(enc), str(tiny_bert_decoder_dir(tmp_path)), layer_weighting=True
+        )
+    return model.train()
+
+
+@pytest.mark.parametrize("layerdrop", [0.1, 0.5])
+def test_layer_weighting_switches_encoder_layerdrop_off_and_trains(tmp_path, caplog, layerdrop):
+    torch.manual_seed(0)
+    model = _layer_weighted(tmp_path, layerdrop, caplog)
+    assert f"encoder layerdrop={layerdrop} switched off" in caplog.text
+    inner = model.encoder.encoder  # the module that draws the random layer skips
+    assert model.config.encoder.layerdrop == 0.0 and inner.config.layerdrop == 0.0
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    labels = torch.tensor([[5, 6, 102], [7, 102, -100]])
+    for _ in range(12):  # with layerdrop 0.5 and 3 layers, 12 forwards all keeping every layer: p ≈ 1e-11
+        out = model(**_wave(), labels=labels)
+        out.loss.backward()
+        assert model.layer_weighting.logits.grad is not None
+        assert torch.count_nonzero(model.layer_weighting.logits.grad) > 0
+        opt.step()
+        opt.zero_grad()
+    assert not torch.equal(model.layer_weights(), torch.full((4,), 0.25))  # the weights did learn
+    model.save_pretrained(tmp_path / "saved")
+    assert SpeechEncoderDecoderConfig.from_pretrained(tmp_path / "saved").encoder.layerdrop == 0.0
+
+
+def test_layerdrop_set_back_on_is_a_clear_error_not_a_count_mismatch(tmp_path, caplog):
+    """The composite config reaches the encoder's submodules, so turning layerdrop on again takes effect
+    (the reference only rebinds the top module's config); the error then says what to do."""
+    torch.manual_seed(0)
+    model = _layer_weighted(tmp_path, 0.5, caplog)
+    model.config.encoder.layerdrop = 0.5
+    assert model.encoder.encoder.config.layerdrop == 0.5
+    with pytest.raises(ValueError, match=r"encoder layerdrop > 0 skips layers in training; set it to 0"):
+        for _ in range(12):
+            model(**_wave(), labels=torch.tensor([[5, 102], [6, 102]]))
+    model.eval()  # no layer is skipped in eval mode: every hidden state is there
+    with torch.no_grad():
+        assert torch.isfinite(model(**_wave(), labels=torch.tensor([[5, 102], [6, 102]])).loss)
+
+
+def test_layerdrop_is_kept_without_layer_weighting(tmp_path):
+    enc = tiny_encoder_dir(tmp_path, "wav2vec2", layerdrop=0.1)
+    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(enc), str(tiny_bert_decoder_dir(tmp_path))
+    )
+    assert model.config.encoder.layerdrop == 0.1 and model.encoder.encoder.config.layerdrop == 0.1

@@ -1,4 +1,5 @@
-"""Loading the two pretrained halves: hub IDs or local dirs, config-only dirs, encoders of seq2seq checkpoints.
+"""The two pretrained halves: loading them (hub IDs or local dirs, config-only dirs, encoders of seq2seq
+checkpoints), checking each can play its part, and wiring them to the composite config.
 
 Keeps the reference's behaviour where it is right and fixes where it is not: decoders whose
 transformers-5 configs lack `is_decoder` (GPT-2, Llama), encoders that are halves of encoder-decoder
@@ -20,6 +21,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
+    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
 )
@@ -256,3 +258,69 @@ def load_decoder(
     if coupling == "cross_attention":
         require_cross_attention(decoder)
     return decoder, info
+
+
+def encoder_output_dim(encoder_config: Any) -> int:
+    """Width of what the encoder returns: wav2vec2-family adapters change it to `output_hidden_size`."""
+    if getattr(encoder_config, "add_adapter", False) and getattr(encoder_config, "output_hidden_size", None):
+        return int(encoder_config.output_hidden_size)
+    return int(encoder_config.hidden_size)
+
+
+def share_config(half: nn.Module, shared: Any) -> None:
+    """Point `half` and every submodule that holds the half's own config object at `shared`.
+
+    The reference rebinds only the top module's `config`; transformers 5 submodules (e.g.
+    `Wav2Vec2Encoder`, which reads `config.layerdrop` at every forward) keep the object they were built
+    with, so a later `model.config.encoder.layerdrop = 0` would not reach them.
+    """
+    own = half.config
+    for module in half.modules():
+        if getattr(module, "config", None) is own:
+            module.config = shared
+
+
+LAYERDROP_KEYS = ("layerdrop", "encoder_layerdrop")
+
+
+def no_layerdrop_with_layer_weighting(encoder_config: Any) -> list[str]:
+    """Layer weighting needs every layer's output, every step; encoder layerdrop skips layers at random in
+    training (transformers 5 then returns fewer hidden states, sometimes none). Switch it off, loudly.
+
+    Weighting only the layers that ran is not possible: which layers were dropped is not reported."""
+    changed = []
+    for key in LAYERDROP_KEYS:
+        value = getattr(encoder_config, key, 0.0) or 0.0
+        if value > 0:
+            setattr(encoder_config, key, 0.0)
+            changed.append(f"{key}={value}")
+    if changed:
+        logger.warning(
+            "layer_weighting: encoder %s switched off (layer weighting needs the output of every layer; "
+            "layerdrop skips layers at random during training)",
+            ", ".join(changed),
+        )
+    return changed
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+)
+
+
+def try_load_tokenizer(name: str, trust_remote_code: bool) -> Any:
+    """The decoder's tokenizer when it ships one (used for special token ids), else None."""
+    if os.path.isdir(name) and not any(os.path.exists(os.path.join(name, f)) for f in TOKENIZER_FILES):
+        return None  # AutoTokenizer would build an empty tokenizer whose ids are all 0
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - a missing tokenizer is not fatal here; config ids are the fallback
+        logger.debug(
+            "no tokenizer loadable from %s (%s); special tokens come from the decoder config", name, err
+        )
+        return None

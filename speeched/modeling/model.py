@@ -4,12 +4,15 @@ On a plain composition it computes exactly what transformers' `SpeechEncoderDeco
 (same parameter names, so checkpoints load both ways). On top it adds the length adaptor, projector,
 layer weighting, CTC auxiliary loss, SpecAugment for log-mel encoders and "prefix" coupling of
 decoder-only LLMs, each switched on in the config.
+
+Over ~500 lines on purpose: one class with the reference's whole surface (construction, encode, forward,
+generate), laid out like transformers' modeling_speech_encoder_decoder.py so the two can be read side by
+side. Loading and wiring the halves lives in halves.py, prefix coupling in prefix.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import torch
@@ -17,7 +20,6 @@ from torch import nn
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
-    AutoTokenizer,
     GenerationConfig,
     GenerationMixin,
     PreTrainedModel,
@@ -28,11 +30,16 @@ from speeched.modeling.adaptors import LayerWeighting, LengthAdaptor, build_proj
 from speeched.modeling.configuration import ModelConfigError, SpeechEncoderDecoderConfig
 from speeched.modeling.ctc import CTCHead, ctc_loss_sum, encode_ctc
 from speeched.modeling.halves import (
+    LAYERDROP_KEYS,
     encoder_from_config,
+    encoder_output_dim,
     load_decoder,
     load_encoder,
+    no_layerdrop_with_layer_weighting,
     prepare_decoder_config,
     require_cross_attention,
+    share_config,
+    try_load_tokenizer,
 )
 from speeched.modeling.losses import token_cross_entropy
 from speeched.modeling.outputs import SpeechEncoderOutput, SpeechSeq2SeqLMOutput
@@ -57,13 +64,6 @@ def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: int | None, decode
     shifted[:, 0] = decoder_start_token_id
     shifted.masked_fill_(shifted == -100, pad_token_id)
     return shifted
-
-
-def encoder_output_dim(encoder_config: Any) -> int:
-    """Width of what the encoder returns: wav2vec2-family adapters change it to `output_hidden_size`."""
-    if getattr(encoder_config, "add_adapter", False) and getattr(encoder_config, "output_hidden_size", None):
-        return int(encoder_config.output_hidden_size)
-    return int(encoder_config.hidden_size)
 
 
 class _EncoderStack:
@@ -130,8 +130,10 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         # The halves read the shared config, so later updates stay in sync (as in the reference).
         self.config.encoder._attn_implementation = self.encoder.config._attn_implementation
         self.config.decoder._attn_implementation = self.decoder.config._attn_implementation
-        self.encoder.config = self.config.encoder
-        self.decoder.config = self.config.decoder
+        share_config(self.encoder, self.config.encoder)
+        share_config(self.decoder, self.config.decoder)
+        if config.layer_weighting:
+            no_layerdrop_with_layer_weighting(self.config.encoder)
 
         if self.encoder.get_output_embeddings() is not None:
             raise ModelConfigError(
@@ -218,7 +220,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
             require_cross_attention(decoder)
 
         if tokenizer is None and decoder_pretrained_model_name_or_path is not None:
-            tokenizer = _try_load_tokenizer(decoder_pretrained_model_name_or_path, trust_remote_code)
+            tokenizer = try_load_tokenizer(decoder_pretrained_model_name_or_path, trust_remote_code)
         special = resolve_special_tokens(
             tokenizer,
             decoder.config,
@@ -352,7 +354,19 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
     ) -> SpeechEncoderOutput:
         hidden = raw
         if self.config.layer_weighting:
-            hidden = self.layer_weighting(enc.hidden_states)
+            states = enc.hidden_states or ()
+            if len(states) != self.layer_weighting.logits.numel():
+                dropping = [k for k in LAYERDROP_KEYS if getattr(self.config.encoder, k, 0.0)]
+                raise ModelConfigError(
+                    f"layer weighting was built for {self.layer_weighting.logits.numel()} hidden states but the "
+                    f"encoder returned {len(states)}"
+                    + (
+                        f": encoder {', '.join(dropping)} > 0 skips layers in training; set it to 0"
+                        if dropping
+                        else ""
+                    )
+                )
+            hidden = self.layer_weighting(states)
         mask = raw_mask
         if self.config.adaptor_layers:
             hidden, mask = self.length_adaptor(hidden, mask)
@@ -559,28 +573,6 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
         if self.config.coupling == "prefix":
             return prefix_generate(self, inputs, **kwargs)
         return super().generate(inputs, *args, **kwargs)
-
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "vocab.json",
-    "spiece.model",
-    "tokenizer.model",
-)
-
-
-def _try_load_tokenizer(name: str, trust_remote_code: bool):
-    if os.path.isdir(name) and not any(os.path.exists(os.path.join(name, f)) for f in TOKENIZER_FILES):
-        return None  # AutoTokenizer would build an empty tokenizer whose ids are all 0
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as err:  # noqa: BLE001 - a missing tokenizer is not fatal here; config ids are the fallback
-        logger.debug(
-            "no tokenizer loadable from %s (%s); special tokens come from the decoder config", name, err
-        )
-        return None
 
 
 __all__ = ["SpeechEncoderDecoderModel", "shift_tokens_right", "token_cross_entropy", "AutoModel"]
