@@ -237,3 +237,15 @@ def test_bench_memory_script_runs_small(tmp_path):
     assert res["corpora"][0]["check"]["usable"] == res["corpora"][0]["rows"]
     assert res["manifest"]["second"]["total"] == 300
     assert "growth / audio bytes" in (tmp_path / "r.md").read_text()
+
+
+def test_datasets_without_durations_are_probed_once_per_fingerprint(saved, monkeypatch):
+    path, blobs = saved
+    calls = []
+    real = A.audio_info
+    monkeypatch.setattr(A, "audio_info", lambda u: calls.append(u) or real(u))
+    first = scan(load_source(DataSource(path=str(path), format="datasets")))
+    assert len(calls) == 12 and len(first.kept) == 12
+    second = scan(load_source(DataSource(path=str(path), format="datasets")))
+    assert len(calls) == 12  # served from the cache keyed by the dataset's fingerprint
+    np.testing.assert_allclose(second.kept.durations, [sf.info(io.BytesIO(b)).duration for b in blobs])
