@@ -90,7 +90,7 @@ def schema_markdown() -> str:
     ]
     for cls in order:
         title = ", ".join(f"`{p}`" for p in paths[cls] if p) or "Top level"
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         out += [f"## {title}", "", doc, "", "| key | type | default | description |", "|---|---|---|---|"]
         for name, field in cls.model_fields.items():
             desc = (field.description or "").replace("|", "\\|")

@@ -1,4 +1,4 @@
-"""One prompt/language definition: family detection, language checks, and the same prefix in train/eval/transcribe."""
+"""One prompt/language definition: family detection, language checks, and the same decoder prompt in train/eval/transcribe."""
 
 from __future__ import annotations
 
@@ -193,7 +193,7 @@ def _tiny_bert_dir(root: Path, vocab_size: int) -> Path:
     return out
 
 
-def test_template_prefix_for_a_decoder_without_language_tokens():
+def test_template_prompt_for_a_decoder_without_language_tokens():
     tok = _load(minilm_path())
     spec = resolve_prompt(tok, task="st", template="{tgt_lang} :", tgt_lang="de")
     assert spec.style == "template"
@@ -240,7 +240,7 @@ def _corpus(root: Path, rows: list[dict]) -> Path:
 
 
 class _Recorder:
-    """Wraps model.generate to record the forced decoder prefix of every call."""
+    """Wraps model.generate to record the forced decoder prompt of every call."""
 
     def __init__(self, model) -> None:
         self.model, self.calls, self.inner = model, [], model.generate
@@ -251,7 +251,7 @@ class _Recorder:
         return self.inner(*args, **kwargs)
 
 
-def test_train_eval_and_transcribe_build_the_same_prefix(tmp_path, mbart_decoder_dir, mbart_tok_dir):
+def test_train_eval_and_transcribe_build_the_same_decoder_prompt(tmp_path, mbart_decoder_dir, mbart_tok_dir):
     from speeched.evaluation.evaluate import evaluate_utterances
     from speeched.inference import DecodeOptions, InferenceModel
     from speeched.modeling.model_dir import load_model_dir
@@ -281,23 +281,23 @@ def test_train_eval_and_transcribe_build_the_same_prefix(tmp_path, mbart_decoder
     from speeched.data.dataset import SpeechDataset
 
     batch = training_collator(model, tok, fe, "st")(list(SpeechDataset(utts, 16000)))
-    train_prefix = {u.id: tuple(batch["decoder_input_ids"][i, :2].tolist()) for i, u in enumerate(utts)}
+    train_prompt = {u.id: tuple(batch["decoder_input_ids"][i, :2].tolist()) for i, u in enumerate(utts)}
     assert batch["labels"][:, 0].tolist() == [-100, -100]  # the language token is given, not predicted
     # eval: what generate() is called with
     rec = _Recorder(model)
     im = InferenceModel(model, tok, fe)
     evaluate_utterances(im, utts, "st", DecodeOptions(max_new_tokens=2), "none")
-    eval_prefixes = {p for call in rec.calls for p in call}
+    eval_prompts = {p for call in rec.calls for p in call}
     # transcribe --tgt-lang fr
     rec.calls.clear()
     audio = str(manifest.parent / "a.wav")
     options = TranscribeOptions(decode=DecodeOptions(tgt_lang="fr", max_new_tokens=2), segment="fixed")
     list(Transcriber(im, options).run([audio]))
-    transcribe_prefix = rec.calls[0][0]
+    transcribe_prompt = rec.calls[0][0]
 
-    assert train_prefix == {"a": (start, fr), "b": (start, de)}
-    assert eval_prefixes == {(start, fr), (start, de)}
-    assert transcribe_prefix == train_prefix["a"]
+    assert train_prompt == {"a": (start, fr), "b": (start, de)}
+    assert eval_prompts == {(start, fr), (start, de)}
+    assert transcribe_prompt == train_prompt["a"]
     with pytest.raises(SpeechedError, match="'klingon'"):
         Transcriber(im, TranscribeOptions(decode=DecodeOptions(tgt_lang="klingon")))
 
@@ -361,7 +361,7 @@ def test_prefix_coupled_llm_takes_a_prompt_per_example(tmp_path):
 
 # ------------------------------------------------------------------------------------------ multi-target
 def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path):
-    """Same audio, two target languages, different targets: only the prefix can tell them apart."""
+    """Same audio, two target languages, different targets: only the decoder prompt can tell them apart."""
     from speeched.evaluation.evaluate import evaluate_utterances
     from speeched.inference import DecodeOptions, InferenceModel
     from speeched.modeling.model_dir import load_model_dir
@@ -405,7 +405,7 @@ def test_one_model_translates_into_several_languages_from_one_manifest(tmp_path)
     assert res.metrics["by_language"]["fr"]["num_utterances"] == 2
 
 
-def test_joint_ctc_attention_decoding_keeps_the_prefix(tmp_path, mbart_decoder_dir, mbart_tok_dir):
+def test_joint_ctc_attention_decoding_keeps_the_decoder_prompt(tmp_path, mbart_decoder_dir, mbart_tok_dir):
     from speeched.evaluation.evaluate import evaluate_utterances
     from speeched.inference import DecodeOptions, InferenceModel
     from speeched.modeling.model_dir import load_model_dir

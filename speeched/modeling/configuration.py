@@ -72,8 +72,8 @@ class SpeechEncoderDecoderConfig(PreTrainedConfig):
       spec_augment: time/frequency masking for log-mel encoders in training, e.g.
         {"time_masks": 2, "time_width": 0.05, "freq_masks": 2, "freq_width": 8}.
       prompt: text prompt placed after the speech prefix in "prefix" coupling.
-      decoder_prompt: the task/language prefix definition (speeched.modeling.prompting.PromptSpec as a
-        dict): mBART-50 language token, Whisper-style tokens or a template; None = no prefix.
+      decoder_prompt: the decoder prompt (task/language tokens) definition (speeched.modeling.prompting.PromptSpec as a
+        dict): mBART-50 language token, Whisper-style tokens or a template; None = no prompt.
       decoding: {"num_beams", "ctc_weight"} the model was validated with in training; the defaults of
         `speeched eval` and `speeched transcribe`.
     """

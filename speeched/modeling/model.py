@@ -435,7 +435,7 @@ class SpeechEncoderDecoderModel(PreTrainedModel, GenerationMixin):
             )
         if prompt_ids is not None:
             raise ValueError(
-                "prompt_ids is for prefix coupling; cross-attention models take their prefix as decoder_input_ids"
+                "prompt_ids is for prefix coupling; cross-attention models take their decoder prompt as decoder_input_ids"
             )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         kwargs_encoder = {k: v for k, v in kwargs.items() if not k.startswith("decoder_")}

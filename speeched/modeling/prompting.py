@@ -1,4 +1,4 @@
-"""One definition of the decoder's task/language prefix, stored in the model, used by train, eval and transcribe.
+"""One definition of the decoder prompt (task/language tokens), stored in the model, used by train, eval and transcribe.
 
 Multilingual decoders must be told which language to produce, and every family spells it differently:
 
@@ -6,16 +6,16 @@ Multilingual decoders must be told which language to produce, and every family s
               M2M-100 ("__de__"), NLLB ("deu_Latn").
   whisper     Whisper-style `<|en|><|transcribe|><|notimestamps|>` (the language of the *speech*;
               `<|translate|>` for st) after `<|startoftranscript|>`.
-  template    a text prefix rendered from a template: "{tgt_lang}:" for a BERT/GPT-2 decoder that has no
+  template    a text prompt rendered from a template: "{tgt_lang}:" for a BERT/GPT-2 decoder that has no
               language tokens, or the instruction of a prefix-coupled LLM ("Translate the speech into
               {tgt_lang}:").
-  none        no prefix (transformers' reference behaviour).
+  none        no prompt (transformers' reference behaviour).
 
-Where it goes: for cross-attention models the prefix ids are forced decoder inputs after the start token.
+Where it goes: for cross-attention models the prompt ids are forced decoder inputs after the start token.
 They are given, not predicted, so the collator masks them out of the loss (-100) and `generate` starts
-from `[start] + prefix`. For prefix-coupled LLMs the rendered template is the prompt after the speech.
+from `[start] + prompt`. For prefix-coupled LLMs the rendered template is the prompt after the speech.
 
-Why one module: a prefix built one way in training and another way at inference (a missing language token,
+Why one module: a prompt built one way in training and another way at inference (a missing language token,
 a template with a different space) is a silent accuracy loss. `PromptSpec` is saved in the model config
 (`config.decoder_prompt`), and `DecoderPrompt.for_utterance` / `.ids` are the only code that turns languages
 into ids — the collator, `eval` and `transcribe` all call them. Language codes are checked against the
@@ -184,7 +184,7 @@ def resolve_prompt(
 
 
 class DecoderPrompt:
-    """A PromptSpec bound to a tokenizer: languages → prefix token ids (cached; identical everywhere)."""
+    """A PromptSpec bound to a tokenizer: languages → prompt token ids (cached; identical everywhere)."""
 
     def __init__(self, spec: PromptSpec, tokenizer: Any) -> None:
         self.spec = spec
@@ -196,7 +196,7 @@ class DecoderPrompt:
         return self.spec.style != "none"
 
     def ids(self, src_lang: str | None = None, tgt_lang: str | None = None, where: str = "") -> list[int]:
-        """Prefix token ids for an example in `src_lang` (speech) → `tgt_lang` (text); defaults from the spec."""
+        """Prompt token ids for an example in `src_lang` (speech) → `tgt_lang` (text); defaults from the spec."""
         key = (src_lang, tgt_lang)
         if key not in self._cache:
             self._cache[key] = self._build(src_lang, tgt_lang, where)
@@ -206,7 +206,7 @@ class DecoderPrompt:
         return self.ids(utt.lang, utt.tgt_lang, where=utt.origin or utt.id)
 
     def check(self, utterances: Iterable[Any]) -> None:
-        """Build every distinct prefix once: a bad or missing language fails before training/decoding."""
+        """Build every distinct prompt once: a bad or missing language fails before training/decoding."""
         for u in utterances:
             self.for_utterance(u)
 
@@ -266,7 +266,7 @@ def prompt_spec(model: Any) -> PromptSpec:
 
 
 def decoder_prompt(model: Any, tokenizer: Any) -> DecoderPrompt:
-    """The one way train, eval and transcribe get a model's prefix builder."""
+    """The one way train, eval and transcribe get a model's decoder prompt builder."""
     return DecoderPrompt(prompt_spec(model), tokenizer)
 
 
@@ -281,7 +281,7 @@ def apply_prompt(model: Any, tokenizer: Any, spec: PromptSpec) -> None:
 
 
 def describe(spec: PromptSpec, tokenizer: Any) -> str:
-    """One line for the preflight: style and an example prefix."""
+    """One line for the preflight: style and an example prompt."""
     if spec.style == "none":
         return "decoder prompt: none"
     try:
@@ -292,7 +292,7 @@ def describe(spec: PromptSpec, tokenizer: Any) -> str:
     family = f" ({spec.family})" if spec.family else ""
     return (
         f"decoder prompt: {spec.style}{family}, task {spec.task}, src_lang {spec.src_lang}, "
-        f"tgt_lang {spec.tgt_lang}; default prefix: {example}"
+        f"tgt_lang {spec.tgt_lang}; default prompt: {example}"
     )
 
 

@@ -317,7 +317,7 @@ class FinetuneConfig(StrictModel):
 
 
 class LanguagesConfig(StrictModel):
-    """Languages and the decoder's task/language prefix (one definition, saved in the model, used by train,
+    """Languages and the decoder prompt (task/language tokens; one definition, saved in the model, used by train,
     eval and transcribe). Per-example `lang` / `tgt_lang` manifest columns override the defaults here."""
 
     src_lang: str | None = Field(None, description="language of the speech where an example has no `lang`")
@@ -331,7 +331,7 @@ class LanguagesConfig(StrictModel):
     )
     prompt_template: str | None = Field(
         None,
-        description="text prefix for decoders without language tokens (e.g. '{tgt_lang}:') or the LLM "
+        description="text prompt for decoders without language tokens (e.g. '{tgt_lang}:') or the LLM "
         "prompt in prefix coupling; fields {task} {src_lang} {tgt_lang} {lang}",
     )
 
@@ -415,7 +415,7 @@ class Recipe(StrictModel):
     train: TrainConfig = Field(description="training length and mechanics")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="which parameters train")
     languages: LanguagesConfig = Field(
-        default_factory=LanguagesConfig, description="languages and the decoder's task/language prefix"
+        default_factory=LanguagesConfig, description="languages and the decoder prompt (task/language tokens)"
     )
     eval: EvalConfig = Field(default_factory=EvalConfig, description="evaluation during training")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="checkpointing")
