@@ -71,6 +71,31 @@ class DataSource(StrictModel):
             "probe: ignore the column and probe every file"
         ),
     )
+    streaming: bool = Field(
+        False,
+        description=(
+            "read the source as a stream of shards (a `speeched data shard` folder, parquet/tar files or "
+            "globs, local or fsspec URLs such as s3://, or a hub dataset with format: datasets), never "
+            "materialising it. With streaming, `weight` is the sampling probability (weights are normalised)"
+        ),
+    )
+    stream_buffer: int = Field(
+        1000,
+        ge=1,
+        description=(
+            "streaming: utterances held per reader (per DataLoader worker), shuffled and sorted by duration "
+            "into batches. Memory ≈ buffer × mean encoded utterance size per worker; larger = less padding "
+            "and more randomness"
+        ),
+    )
+    epoch_hours: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "streaming: hours of this source that make one (virtual) epoch; default: the total in the "
+            "shard folder's index.json. Required for sources without an index unless train.max_steps is set"
+        ),
+    )
 
 
 class Batching(StrictModel):
