@@ -8,7 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from speeched.errors import UsageError
+from speeched.modeling.model_dir import load_model_dir
+from speeched.modeling.prompting import decoder_prompt
 
 logger = logging.getLogger("speeched")
 
@@ -45,8 +49,6 @@ def check_output(out: Path) -> None:
 
 def load_source(model_dir: Path) -> Any:
     """`speeched.modeling.model_dir.load_model_dir` with its errors turned into one ExportError."""
-    from speeched.modeling.model_dir import load_model_dir
-
     if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
         raise ExportError(
             f"{model_dir} is not a model directory (no config.json): pass a directory written by "
@@ -116,3 +118,18 @@ def score_for(metrics: list[dict[str, Any]], ctc: bool) -> str | None:
                 f"{m.get('metric', 'score')}={m['value']:.4g} ({m.get('dataset') or m.get('split') or 'dev'})"
             )
     return None
+
+
+def probe_arrays(sampling_rate: int) -> list[np.ndarray]:
+    """Two waveforms of different lengths (so padding and masks are traced, not constant-folded)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(int(sampling_rate * s)).astype(np.float32) * 0.1 for s in (1.0, 0.6)]
+
+
+def prefix_ids(model: Any, tokenizer: Any) -> list[int]:
+    if not getattr(model.config, "decoder_prompt", None):
+        return []
+    try:
+        return list(decoder_prompt(model, tokenizer).ids())
+    except ValueError as err:
+        raise ExportError(f"cannot build the model's decoder prompt: {err}") from err

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from safetensors import safe_open
 
 from speeched.export.common import CARD_JSON
 
 
 def _parameter_counts(model_dir: Path) -> dict[str, int]:
     """Parameters per top-level module (encoder, decoder, ctc_head, ...) from the safetensors header."""
-    from safetensors import safe_open
-
     counts: dict[str, int] = {}
     for path in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(path), framework="numpy") as f:

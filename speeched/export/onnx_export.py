@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from speeched.export.common import ExportError, check_output, copy_assets, read_card
+from speeched.export.common import (
+    ExportError,
+    check_output,
+    copy_assets,
+    load_source,
+    prefix_ids,
+    probe_arrays,
+    read_card,
+)
 from speeched.export.model_card import write_model_card
 from speeched.export.onnx_graphs import DecoderInitGraph, DecoderWithPastGraph, EncoderGraph
 from speeched.inference.features import featurize
@@ -64,12 +72,6 @@ def num_decoder_layers(model: Any) -> int:
         if getattr(cfg, name, None):
             return int(getattr(cfg, name))
     raise ExportError(f"cannot tell how many layers the {cfg.model_type} decoder has")
-
-
-def probe_arrays(sampling_rate: int) -> list[np.ndarray]:
-    """Two waveforms of different lengths (so padding and masks are traced, not constant-folded)."""
-    rng = np.random.default_rng(0)
-    return [rng.standard_normal(int(sampling_rate * s)).astype(np.float32) * 0.1 for s in (1.0, 0.6)]
 
 
 def _export(
@@ -188,9 +190,6 @@ def quantize_int8(src: Path, dst: Path) -> None:
 
 
 def export_onnx(model_dir: Path, out: Path, quantize: str | None = None) -> OnnxExportReport:
-    from speeched.export.common import load_source
-    from speeched.export.transformers_export import _prefix_ids
-
     if quantize is not None and quantize not in QUANTIZE:
         raise ExportError(f"--quantize {quantize!r} is not supported: choose one of {', '.join(QUANTIZE)}")
     check_output(out)
@@ -217,7 +216,7 @@ def export_onnx(model_dir: Path, out: Path, quantize: str | None = None) -> Onnx
         report.warnings.append(
             f"the model was validated with {cfg.decoding['num_beams']} beams; the ONNX runner decodes greedily"
         )
-    head = [int(cfg.decoder_start_token_id), *_prefix_ids(model, tokenizer)]
+    head = [int(cfg.decoder_start_token_id), *prefix_ids(model, tokenizer)]
     tmp = out.with_name(out.name + ".partial")
     fp32 = out.with_name(out.name + ".fp32-partial")
     for d in (tmp, fp32):

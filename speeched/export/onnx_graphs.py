@@ -22,8 +22,6 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from speeched.inference.onnx_backend import cache_names  # noqa: F401 - the graphs' input/output names
-
 
 def _flatten(cache: EncoderDecoderCache, num_layers: int, cross: bool) -> list[torch.Tensor]:
     out = []

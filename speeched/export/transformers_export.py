@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForSpeechSeq2Seq, SpeechEncoderDecoderConfig, SpeechEncoderDecoderModel
 
 from speeched.export.common import (
     ExportError,
@@ -33,6 +34,8 @@ from speeched.export.common import (
     copy_assets,
     known_scores,
     load_source,
+    prefix_ids,
+    probe_arrays,
     read_card,
     score_for,
 )
@@ -76,20 +79,7 @@ def structural_blockers(model: Any) -> list[str]:
     return out
 
 
-def _prefix_ids(model: Any, tokenizer: Any) -> list[int]:
-    if not getattr(model.config, "decoder_prompt", None):
-        return []
-    from speeched.modeling.prompting import decoder_prompt
-
-    try:
-        return list(decoder_prompt(model, tokenizer).ids())
-    except ValueError as err:
-        raise ExportError(f"cannot build the model's decoder prompt: {err}") from err
-
-
 def reference_config(model: Any) -> Any:
-    from transformers import SpeechEncoderDecoderConfig
-
     cfg = model.config
     enc = copy.deepcopy(model.encoder.config)
     dec = copy.deepcopy(model.decoder.config)
@@ -123,8 +113,6 @@ def generation_config(model: Any, forced_bos: int | None) -> Any:
 
 
 def logits_diff(ours: Any, theirs: Any, feature_extractor: Any, start: int) -> float:
-    from speeched.export.onnx_export import probe_arrays
-
     inputs = featurize(feature_extractor, probe_arrays(feature_extractor.sampling_rate), "cpu")
     batch = next(iter(inputs.values())).shape[0]
     dec = torch.tensor([[start, 1000, 2000]] * batch) % ours.config.decoder.vocab_size
@@ -136,8 +124,6 @@ def logits_diff(ours: Any, theirs: Any, feature_extractor: Any, start: int) -> f
 
 
 def export_transformers(model_dir: Path, out: Path, allow_lossy: bool = False) -> ExportReport:
-    from transformers import AutoModelForSpeechSeq2Seq, SpeechEncoderDecoderModel
-
     check_output(out)
     loaded = load_source(model_dir)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -155,7 +141,7 @@ def export_transformers(model_dir: Path, out: Path, allow_lossy: bool = False) -
         )
     report = ExportReport(out=out)
     notes = []
-    prefix = _prefix_ids(model, tokenizer)
+    prefix = prefix_ids(model, tokenizer)
     forced_bos = None
     if len(prefix) == 1:
         forced_bos = prefix[0]

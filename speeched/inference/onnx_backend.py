@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoFeatureExtractor, AutoTokenizer
 
 from speeched.errors import UsageError
 from speeched.inference.options import Decoded
@@ -52,8 +53,7 @@ class OnnxSpeechModel:
     """Encoder + decoder graphs on onnxruntime, with the tokenizer and feature extractor beside them."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        import onnxruntime as ort
-        from transformers import AutoFeatureExtractor, AutoTokenizer
+        import onnxruntime as ort  # optional dependency: pip install 'speeched[onnx]'
 
         root = Path(path)
         missing = [
