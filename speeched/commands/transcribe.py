@@ -11,6 +11,8 @@ from speeched.commands import options
 EPILOG = options.epilog(
     "speeched transcribe talk.wav -m runs/demo/best -f srt -o talk.srt",
     "speeched transcribe recordings/ -m runs/demo/best -f json > transcripts.jsonl",
+    "speeched transcribe talk.wav -m runs/demo/best -f srt --words -o talk-words.srt",
+    "speeched transcribe talk.wav -m runs/demo/onnx --backend onnx",
 )
 
 
@@ -44,6 +46,17 @@ def command(
     tokens_per_second: float = typer.Option(
         15.0, "--tokens-per-second", help="Cap on generated tokens per second of audio (stops runaway loops)."
     ),
+    words: bool = typer.Option(
+        False,
+        "--words",
+        help="Word start/end times from a CTC forced alignment (needs a CTC head): json `words`, srt/vtt "
+        "one cue per word.",
+    ),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        help="torch (a model directory) | onnx (a `speeched export --to onnx` directory; greedy only).",
+    ),
     device: str = options.DEVICE,
     progress: bool | None = options.PROGRESS,
     src_lang: str | None = options.SRC_LANG,
@@ -63,6 +76,14 @@ def command(
         tgt_lang=tgt_lang,
         device=device,
     )
-    opts = TranscribeOptions(decode, segment, max_segment, overlap, progress=options.show_progress(progress))
+    opts = TranscribeOptions(
+        decode,
+        segment,
+        max_segment,
+        overlap,
+        progress=options.show_progress(progress),
+        words=words,
+        backend=backend,
+    )
     options.quiet_transformers()
     transcribe_files(model, audio, opts, output, fmt, log=lambda msg: typer.echo(msg, err=True))

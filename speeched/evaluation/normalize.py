@@ -25,6 +25,9 @@ from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from whisper_normalizer.basic import BasicTextNormalizer
+from whisper_normalizer.english import EnglishNumberNormalizer, EnglishTextNormalizer
+
 NORMALIZERS = ("english", "basic", "none")
 NUMBER_WORDS_THRESHOLD = 0.5
 NUMBER_WORDS_WARNING = (
@@ -71,8 +74,6 @@ def get_normalizer(name: str, search_dirs: Iterable[str | Path] = ()) -> Normali
     if name == "none":
         return Normalizer("none", "no normalisation: scores equal the raw scores", lambda s: s)
     if name == "basic":
-        from whisper_normalizer.basic import BasicTextNormalizer
-
         return Normalizer(
             "basic",
             f"Whisper BasicTextNormalizer (whisper-normalizer {_package_version('whisper-normalizer')}): "
@@ -80,8 +81,6 @@ def get_normalizer(name: str, search_dirs: Iterable[str | Path] = ()) -> Normali
             BasicTextNormalizer(),
         )
     if name == "english":
-        from whisper_normalizer.english import EnglishTextNormalizer
-
         normalizer = EnglishTextNormalizer()
         source = f"whisper-normalizer {_package_version('whisper-normalizer')}"
         mapping_path = _find_model_spelling_map(search_dirs)
@@ -102,8 +101,6 @@ def get_normalizer(name: str, search_dirs: Iterable[str | Path] = ()) -> Normali
 @lru_cache(maxsize=1)
 def english_number_words() -> frozenset[str]:
     """The words Whisper's English normaliser turns into digits (from its own tables), plus 'oh'."""
-    from whisper_normalizer.english import EnglishNumberNormalizer
-
     n = EnglishNumberNormalizer()
     tables = (n.zeros, n.ones, n.ones_plural, n.ones_ordinal, n.tens, n.tens_plural, n.tens_ordinal)
     tables += (n.multipliers, n.multipliers_plural, n.multipliers_ordinal)

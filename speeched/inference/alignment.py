@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from speeched.modeling.ctc import BLANK, SPACE, UNK
 
@@ -188,8 +189,6 @@ def ctc_frame_seconds(model: object, sampling_rate: int, num_samples: int, num_f
 
 def ctc_log_probs(model: object, feature_extractor: object, audio: np.ndarray) -> tuple[np.ndarray, float]:
     """(frames, vocab) CTC log-probs of one utterance from the model's CTC head, and seconds per frame."""
-    import torch
-
     sr = int(feature_extractor.sampling_rate)  # type: ignore[attr-defined]
     inputs = feature_extractor(  # type: ignore[operator]
         [audio], sampling_rate=sr, return_tensors="pt", return_attention_mask=True

@@ -28,8 +28,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import librosa
 import numpy as np
 import soundfile as sf
+import soxr
+import torch
 
 # Frames for the energy analysis (64 ms / 16 ms at 16 kHz).
 FRAME_SECONDS = 0.064
@@ -61,8 +64,6 @@ class Segment:
 
 def stream_audio(path: str, target_sr: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks at `target_sr`; the whole file is never in memory at once."""
-    import soxr
-
     with sf.SoundFile(path) as f:
         sr = f.samplerate
         frames = max(1, int(block_seconds * sr))
@@ -213,8 +214,6 @@ class SilenceSegmenter(_PauseSegmenter):
         self.top_db = top_db
 
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
-        import librosa
-
         if len(y) < self.frame:
             return [(0, len(y))]
         iv = librosa.effects.split(
@@ -265,14 +264,11 @@ class VadSegmenter(_PauseSegmenter):
         self.model = _silero_model()
 
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
-        import torch
         from silero_vad import get_speech_timestamps
 
         vad_sr = self.sr if self.sr in (8000, 16000) else 16000
         x = y
         if vad_sr != self.sr:
-            import soxr
-
             x = soxr.resample(y, self.sr, vad_sr, quality="HQ").astype(np.float32)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model run 31 times per second: threads only add overhead

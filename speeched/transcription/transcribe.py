@@ -7,6 +7,8 @@ each is written as soon as it is complete.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +17,15 @@ from typing import TextIO
 
 from speeched.errors import PartialFailure, UsageError
 from speeched.inference import InferenceModel, load_inference_model
+from speeched.inference.onnx_backend import OnnxSpeechModel, load_onnx_model
+from speeched.inference.onnx_decode import check_onnx_options
 from speeched.transcription.formats import Transcript, render
 from speeched.transcription.inputs import FailedFile, expand_inputs, probe
 from speeched.transcription.output import plan_outputs, write_atomic, write_stdout
 from speeched.transcription.segment import SEGMENTATIONS, FixedSegmenter
 from speeched.transcription.transcriber import TranscribeOptions, Transcriber
+
+BACKENDS = ("torch", "onnx")
 
 
 @dataclass
@@ -42,10 +48,29 @@ def check_options(options: TranscribeOptions) -> None:
             FixedSegmenter(16000, options.max_segment or 20.0, options.overlap)
         except ValueError as err:
             raise UsageError(f"--overlap: {err}") from err
+    if options.backend not in BACKENDS:
+        raise UsageError(f"--backend {options.backend!r} is not one of {', '.join(BACKENDS)}")
+    if options.backend == "onnx":
+        check_onnx_options(options.decode)
+        if options.words:
+            raise UsageError("--words needs the CTC head, which ONNX exports drop: use --backend torch")
+
+
+def check_model_dir(model: str | Path | InferenceModel | OnnxSpeechModel, options: TranscribeOptions) -> None:
+    """What a model directory's config.json already rules out, before the model is loaded."""
+    if not isinstance(model, (str, Path)) or options.backend != "torch" or not options.words:
+        return
+    path = Path(model) / "config.json"
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        config = None  # the loader reports a broken directory with its own message
+    if config is not None and not config.get("ctc_vocab"):
+        raise UsageError(f"--words needs a model with a CTC head; {path} has no ctc_vocab")
 
 
 def transcribe_files(
-    model: str | Path | InferenceModel,
+    model: str | Path | InferenceModel | OnnxSpeechModel,
     inputs: Sequence[str],
     options: TranscribeOptions | None = None,
     output: Path | None = None,
@@ -55,17 +80,22 @@ def transcribe_files(
     stdout: TextIO | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TranscribeSummary:
-    """Transcribe files, directories and globs with a model directory (or a loaded `InferenceModel`).
+    """Transcribe files, directories and globs with a model directory (or a loaded `InferenceModel` /
+    `OnnxSpeechModel`); `options.backend="onnx"` reads the directory as an ONNX export.
 
     Writes one `fmt` file per input under `output` (see `plan_outputs`) or to `stdout`; `log` gets one
     line per failed input and per warning. Raises UsageError when nothing can be transcribed or an
     option/location is wrong (before decoding), PartialFailure when some inputs failed (after the rest
-    was written).
+    was written). `words=True` is `options.words` (word timestamps, and word cues for srt/vtt).
     """
     options = options or TranscribeOptions()
+    if words and not options.words:
+        options = dataclasses.replace(options, words=True)
+    words = options.words
     say = log or (lambda _msg: None)
     stream = stdout if stdout is not None else sys.stdout
     check_options(options)
+    check_model_dir(model, options)
     paths, failures = expand_inputs(inputs)
     for p in paths:
         _, error = probe(p)
@@ -79,7 +109,7 @@ def transcribe_files(
     for f in failures:
         say(f"error: {f.path}: {f.message} (skipped; the other inputs are still transcribed)")
     targets = plan_outputs(paths, output, fmt)
-    im = model if isinstance(model, InferenceModel) else load_inference_model(model, options.decode.device)
+    im = _load(model, options)
     transcriber = Transcriber(im, options)
     if (options.decode.src_lang or options.decode.tgt_lang) and not transcriber.prefix:
         say(
@@ -99,6 +129,16 @@ def transcribe_files(
             f"{n} of {n + len(summary.done)} inputs failed (see the errors above); the others were transcribed"
         )
     return summary
+
+
+def _load(
+    model: str | Path | InferenceModel | OnnxSpeechModel, options: TranscribeOptions
+) -> InferenceModel | OnnxSpeechModel:
+    if isinstance(model, (InferenceModel, OnnxSpeechModel)):
+        return model
+    if options.backend == "onnx":
+        return load_onnx_model(model)
+    return load_inference_model(model, options.decode.device)
 
 
 def _write(
@@ -124,6 +164,12 @@ def _write(
         say(
             f"{t.path}: {seg['segments']} segment(s) by {seg['method']}{fallback}, "
             f"at most {seg['limit_seconds']:g} s ({seg['limit_source']}); {t.info['segments_silent']} silent"
+        )
+    aligned = t.info.get("word_alignment")
+    if aligned and aligned["segments_proportional"]:
+        say(
+            f"warning: {t.path}: word times of {aligned['segments_proportional']} segment(s) are spread "
+            f"in proportion to word length, not aligned ({'; '.join(aligned['fallback_reasons'])})"
         )
     if t.info.get("loops_truncated"):
         say(f"warning: {t.path}: {t.info['loops_truncated']} segment(s) looped and were cut")
