@@ -176,6 +176,10 @@ def test_resume_from_another_models_checkpoint_is_one_line(trained, tmp_path, co
     line = _message(result)
     assert "belongs to a different model" in line and "num_hidden_layers 1 vs 2" in line
     assert "size mismatch" not in result.output and "Traceback" not in result.output
+    dry = _invoke(
+        "train", str(other), "--output-dir", str(tmp_path / "b"), "--resume", str(ckpt), "--dry-run"
+    )
+    assert dry.exit_code == 2 and _message(dry) == line  # the dry run refuses it too, in the same words
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 240) -> None:

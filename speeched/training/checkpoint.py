@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from speeched.errors import SpeechedError
@@ -387,15 +388,15 @@ ARCH_KEYS = (
 )
 
 
-def describe_model_difference(path: Path, model: Any, weights: dict[str, torch.Tensor]) -> str | None:
-    """None when `weights` fit `model`; else one line saying what differs (architecture keys of the
+def describe_model_difference(path: Path, model: Any, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """None when tensors of these `shapes` (name -> shape) fit `model`; else one line saying what differs (architecture keys of the
     configs, then tensor names/shapes)."""
     own = model.state_dict()
-    wrong = [k for k, v in weights.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    unexpected = [k for k in weights if k not in own]
+    wrong = [k for k, v in shapes.items() if k in own and tuple(v) != tuple(own[k].shape)]
+    unexpected = [k for k in shapes if k not in own]
     # Tied tensors (output layer = input embeddings) are stored once: missing only if no stored key shares them.
-    stored = {own[k].data_ptr() for k in weights if k in own}
-    missing = [k for k, v in own.items() if k not in weights and v.data_ptr() not in stored]
+    stored = {own[k].data_ptr() for k in shapes if k in own}
+    missing = [k for k, v in own.items() if k not in shapes and v.data_ptr() not in stored]
     if not wrong and not unexpected and not missing:
         return None
     diffs = []
@@ -410,7 +411,7 @@ def describe_model_difference(path: Path, model: Any, weights: dict[str, torch.T
     except (OSError, ValueError):
         pass
     if not diffs:
-        diffs = [f"{k}: {list(weights[k].shape)} vs {list(own[k].shape)}" for k in wrong[:3]]
+        diffs = [f"{k}: {list(shapes[k])} vs {list(own[k].shape)}" for k in wrong[:3]]
         if unexpected:
             diffs.append(f"{len(unexpected)} tensors this model does not have (e.g. {unexpected[0]})")
         if missing:
@@ -420,6 +421,15 @@ def describe_model_difference(path: Path, model: Any, weights: dict[str, torch.T
         f"checkpoint vs this recipe): resume it with the recipe that wrote it (its recipe.yaml), "
         "or start fresh without --resume in another --output-dir"
     )
+
+
+def check_checkpoint_fits(path: Path, model: Any) -> None:
+    """Refuse, in one line, a checkpoint of another model (reads tensor shapes only, not the weights)."""
+    with safe_open(str(checkpoint_model_dir(path) / WEIGHTS), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - not a dict
+    problem = describe_model_difference(path, model, shapes)
+    if problem:
+        raise CheckpointError(problem)
 
 
 def read_training_checkpoint(
@@ -434,10 +444,8 @@ def read_training_checkpoint(
             f"checkpoint {path} was written by {state['world_size']} processes, this run has "
             f"{world_size}: resume with the same number of processes"
         )
+    check_checkpoint_fits(path, model)
     weights = load_file(str(checkpoint_model_dir(path) / WEIGHTS))
-    problem = describe_model_difference(path, model, weights)
-    if problem:
-        raise CheckpointError(problem)
     # Tied weights (e.g. the decoder's output layer = its input embeddings) are stored once: not strict.
     model.load_state_dict(weights, strict=False)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))

@@ -34,7 +34,12 @@ from speeched.data.text import build_normalizer
 from speeched.errors import SpeechedError
 from speeched.modeling.prompting import PromptError, decoder_prompt, describe
 from speeched.training.build import apply_finetune_recipe, build_model, target_texts, training_collator
-from speeched.training.checkpoint import Checkpoint, CheckpointManager, duration_summary
+from speeched.training.checkpoint import (
+    Checkpoint,
+    CheckpointManager,
+    check_checkpoint_fits,
+    duration_summary,
+)
 from speeched.training.metrics_log import available_trackers
 from speeched.training.optim import build_optimizer, build_param_groups, build_scheduler, unfreeze_stages
 from speeched.training.recipe import LOWER_IS_BETTER, TASK_METRICS
@@ -212,6 +217,8 @@ def prepare_run(
     model, tokenizer, fe = loaded.model, loaded.tokenizer, loaded.feature_extractor
     random_init = set((getattr(model, "init_report", None) or {}).get("random_init_parameters", []))
     apply_finetune_recipe(model, r, acc.num_processes)
+    if resume_from is not None:  # another model's checkpoint: refused here, in the dry run too
+        check_checkpoint_fits(resume_from.path, model)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     say(f"parameters: {n_train / 1e6:.2f} M trainable of {n_all / 1e6:.2f} M ({r.finetune.method})")
