@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import soundfile as sf
 import soxr
 from pydantic import Field, model_validator
 
@@ -271,8 +272,6 @@ def simulated_rir(
 
 @lru_cache(maxsize=256)
 def _file_rir(path: str, sample_rate: int) -> np.ndarray:
-    import soundfile as sf
-
     rir, rate = sf.read(path, dtype="float32", always_2d=True)
     rir = rir[:, 0]
     if rate != sample_rate:
@@ -280,14 +279,21 @@ def _file_rir(path: str, sample_rate: int) -> np.ndarray:
     return rir
 
 
+def _fft_convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Full linear convolution through numpy's FFT: what `scipy.signal.fftconvolve` computes, without
+    importing scipy.signal (seconds of start-up in every DataLoader worker)."""
+    n = a.size + b.size - 1
+    nfft = 1 << (n - 1).bit_length()
+    out = np.fft.irfft(np.fft.rfft(a, nfft) * np.fft.rfft(b, nfft), nfft)[:n]
+    return out
+
+
 def apply_rir(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """Convolve with `rir` from its direct-path peak on; same length and RMS as the input."""
-    from scipy.signal import fftconvolve  # lazy: scipy.signal takes seconds to import
-
     if audio.size == 0 or rir.size == 0:
         return audio
     rir = rir[int(np.argmax(np.abs(rir))) :]
-    out = fftconvolve(audio, rir)[: audio.size]
+    out = _fft_convolve(audio, rir)[: audio.size]
     rms_in, rms_out = np.sqrt(np.mean(audio**2)), np.sqrt(np.mean(out**2))
     if rms_out > 0:
         out = out * (rms_in / rms_out)

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch.distributed as dist
 
 
 def _resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -35,14 +36,8 @@ def _resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if world_size is None and "WORLD_SIZE" in os.environ:
         world_size = int(os.environ["WORLD_SIZE"])
         rank = int(os.environ.get("RANK", "0")) if rank is None else rank
-    if world_size is None:
-        try:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                world_size, rank = dist.get_world_size(), dist.get_rank() if rank is None else rank
-        except ImportError:  # pragma: no cover
-            pass
+    if world_size is None and dist.is_available() and dist.is_initialized():
+        world_size, rank = dist.get_world_size(), dist.get_rank() if rank is None else rank
     world_size = world_size or 1
     rank = rank or 0
     if not 0 <= rank < world_size:

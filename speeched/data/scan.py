@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from tqdm import tqdm
 
 from speeched.data import audio as A
 from speeched.data.config import Filters
@@ -263,8 +264,6 @@ def _probe_rows(
         with ThreadPoolExecutor(max(1, num_threads)) as pool:
             mapped = pool.map(lambda u: (u.audio, _probe(u, decode)), it)
             if progress:
-                from tqdm import tqdm
-
                 mapped = tqdm(mapped, total=len(todo), desc="scanning audio", unit="file")
             paths = {}
             for i, (path, res) in zip(todo, mapped, strict=True):

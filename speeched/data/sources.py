@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import datasets
 import numpy as np
 import pyarrow as pa
 
@@ -315,8 +316,6 @@ def read_datasets(
     Nothing is decoded or copied here: the audio column's Arrow storage ({"bytes", "path"} struct, or a
     path string) is read per item, bytes with `pread` (decoded by soundfile, never torchcodec/ffmpeg).
     """
-    import datasets
-
     cols = columns or Columns()
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "state.json")):
         ds = datasets.load_from_disk(path)
