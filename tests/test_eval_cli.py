@@ -317,3 +317,38 @@ def test_eval_options_say_what_they_are() -> None:
     assert "speeched eval " in EPILOG and "Exit codes: 0 done; 1 some inputs failed" in EPILOG
     res = CliRunner().invoke(app, ["eval", "m", "--data", "x.jsonl", "--format", "jsonl"])
     assert res.exit_code == 2
+
+
+def test_eval_warns_when_references_are_digit_strings(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from speeched.evaluation.evaluate import EvalOptions, evaluate_model
+    from speeched.evaluation.report import print_summary
+
+    fe = Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True)
+    im = InferenceModel(_LengthModel(), _WordTokenizer(), fe)
+    rng = np.random.default_rng(0)
+
+    def utterances(texts: list[str]) -> list[Utterance]:
+        out = []
+        for i, text in enumerate(texts):
+            path = tmp_path / f"{len(text)}-{i}.wav"
+            sf.write(path, 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)
+            out.append(Utterance(id=f"u{i}", audio=str(path), text=text, duration=0.5))
+        return out
+
+    digits = utterances(["one five seven", "two oh nine four", "eight eight", "call three six"])
+    summary = evaluate_model(im, digits, EvalOptions(normalizer="english"))
+    (warning,) = summary["warnings"]
+    assert warning.startswith("92% of the reference words are number words")  # 11 of 12 words
+    assert "--normalizer basic" in warning
+    console = Console(file=io.StringIO(), width=300)
+    print_summary(summary, console)
+    assert "warning: 92% of the reference words are number words" in console.file.getvalue()
+    # the advice is followed, or the references are words: nothing to warn about
+    assert evaluate_model(im, digits, EvalOptions(normalizer="basic"))["warnings"] == []
+    words = utterances(["the cat sat on one mat", "a bird in the tree"])
+    assert evaluate_model(im, words, EvalOptions(normalizer="english"))["warnings"] == []

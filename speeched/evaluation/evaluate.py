@@ -24,7 +24,12 @@ from speeched.errors import UsageError
 from speeched.evaluation import metrics as M
 from speeched.evaluation.attention_plot import plot_predictions
 from speeched.evaluation.diagnostics import MAX_EXAMPLES, check_batching
-from speeched.evaluation.normalize import Normalizer, default_normalizer_name, get_normalizer
+from speeched.evaluation.normalize import (
+    Normalizer,
+    default_normalizer_name,
+    get_normalizer,
+    number_words_warning,
+)
 from speeched.evaluation.scoring import Prediction, majority_lang, score_by_language, score_predictions
 from speeched.inference import DecodeOptions, InferenceModel, decode, load_inference_model, resolve_options
 
@@ -186,8 +191,10 @@ def evaluate_model(
     lang = opts.lang or majority_lang(utts, opts.task) or _default_lang(opts.decode, opts.task)
     search = [im.name] if Path(im.name).is_dir() else []
     norm = get_normalizer(opts.normalizer or default_normalizer_name(opts.task, lang), search)
+    warnings = [w for w in [number_words_warning((u.target(opts.task) or "" for u in utts), norm.name)] if w]
     result = evaluate_utterances(im, utts, opts.task, decoding, norm, lang)
     summary: dict[str, Any] = dict(result.metrics)
+    summary["warnings"] = warnings
     summary["model"] = im.name
     summary["data"] = _name(data)
     summary["data_report"] = data_report

@@ -62,6 +62,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     if d["degenerate"]:
         ex = (d["repetition_loop_examples"] or d["identical_in_batch_examples"])[:1]
         console.print(f"[yellow]warning:[/] {d['degenerate']} degenerate hypotheses, e.g. {ex}")
+    for warning in summary.get("warnings") or []:  # e.g. number words under the english normaliser
+        console.print(f"[yellow]warning:[/] {warning}")
     check = summary.get("batching_check")
     if check:
         verdict = (
