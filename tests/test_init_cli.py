@@ -104,6 +104,11 @@ def test_out_that_is_a_file_is_refused(tmp_path, halves):
     assert_refused(run_init(*base_args(halves, out)), "is a file")
 
 
+def test_out_under_a_file_is_refused(tmp_path, halves):
+    (tmp_path / "plain").write_text("x")
+    assert_refused(run_init(*base_args(halves, tmp_path / "plain" / "m")), "cannot write the model next to")
+
+
 def test_a_speech_model_as_decoder_says_so(tmp_path, halves):
     line = assert_refused(
         run_init("--encoder", halves["encoder"], "--decoder", halves["hubert"], "--out", str(tmp_path / "m")),

@@ -243,6 +243,10 @@ def check_output_dir(out: Path, force: bool) -> None:
         raise ModelDirError(
             f"--out {out} is a file: give a directory for the model (it is created if missing)"
         )
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if above is not None and not (above.is_dir() and os.access(above, os.W_OK)):
+        what = "a file" if not above.is_dir() else "not writable"
+        raise ModelDirError(f"cannot write the model next to {out}: {above} is {what}")
     if not out.is_dir():
         return
     entries = sorted(p.name for p in out.iterdir())
@@ -277,8 +281,13 @@ def init_model(spec: ComposeSpec, out: str | Path, force: bool = False) -> Loade
         "decoder_options": spec.decoder_options,
         "extensions": {k: v for k, v in spec.extensions.items() if k != "ctc_vocab"},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise ModelDirError(
+            f"cannot write the model next to {out}: {err.strerror or err} ({out.parent})"
+        ) from err
     try:
         save_model_dir(tmp, loaded.model, loaded.tokenizer, loaded.feature_extractor, composed_from)
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; a model directory is shared like any
