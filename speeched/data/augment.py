@@ -42,12 +42,13 @@ and 1.1.0).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -400,3 +401,81 @@ def concatenate(
         texts.append(text.strip())
         total += gap.size + audio.size
     return np.concatenate(pieces), " ".join(t for t in texts if t)
+
+
+# ---- how datasets and samplers use it ----------------------------------------------------------------
+class SampleKey(NamedTuple):
+    """One training item as an augmenting sampler yields it (the DataLoader hands it to `dataset[key]`).
+
+    The epoch travels with the key, so DataLoader workers (which hold their own copy of the dataset, and
+    with `persistent_workers` never see a `set_epoch` made in the main process) always know it.
+    `partners`: utterances joined after `index` (concatenation, chosen by the sampler so the batch's
+    duration budget holds). `copy`: the k-th occurrence of `index` in this epoch (weighted up-sampling),
+    so copies get different augmentations.
+    """
+
+    index: int
+    epoch: int
+    partners: tuple[int, ...] = ()
+    copy: int = 0
+
+
+def key_rng(seed: int, key: SampleKey, copies: int | None = None) -> np.random.Generator:
+    """The Generator for one item: `item_rng(seed, epoch, index, copies)`, with the copy number mixed
+    in for a second or later occurrence of the same utterance in an epoch."""
+    if key.copy == 0:
+        return item_rng(seed, key.epoch, key.index, copies)
+    version = key.epoch if copies is None else key.epoch % copies
+    return np.random.default_rng([seed, version, key.index, key.copy])
+
+
+def concat_groups(
+    durations: np.ndarray,
+    groups_of: np.ndarray,
+    concat: ConcatConfig,
+    rng: np.random.Generator,
+    cap: float | None = None,
+    lookahead: int = 16,
+) -> list[list[int]]:
+    """Partition positions 0..n-1 into units of 1..`max_items` (concatenations), every position once.
+
+    With probability `p` a unit starts a concatenation of 2..max_items: its partners are the next unused
+    positions (in a random order, at most `lookahead` ahead) of the same group (`groups_of`, e.g. the
+    source: never join two languages) whose duration fits. A unit's budgeted duration (`unit_seconds`)
+    is the sum of its utterances plus the longest pause per gap; it never exceeds
+    min(`concat.max_duration`, `cap`), so a sampler packing units by that duration keeps its batch
+    budget exactly. A deterministic function of `rng`'s state.
+    """
+    n = len(durations)
+    limit = min(concat.max_duration, cap if cap is not None else math.inf)
+    perm = rng.permutation(n).tolist()
+    coins = rng.random(n)
+    sizes = rng.integers(2, concat.max_items + 1, size=n)
+    used = np.zeros(n, dtype=bool)
+    d = np.asarray(durations, dtype=np.float64).tolist()
+    gid = np.asarray(groups_of).tolist()
+    gap = concat.pause[1]
+    units: list[list[int]] = []
+    for t, i in enumerate(perm):
+        if used[i]:
+            continue
+        used[i] = True
+        unit, total = [i], d[i]
+        if coins[i] < concat.p:
+            want = int(sizes[i]) - 1
+            for j in perm[t + 1 : t + 1 + lookahead]:
+                if not want:
+                    break
+                if used[j] or gid[j] != gid[i] or total + gap + d[j] > limit:
+                    continue
+                used[j] = True
+                unit.append(j)
+                total += gap + d[j]
+                want -= 1
+        units.append(unit)
+    return units
+
+
+def unit_seconds(unit: Sequence[int], durations: np.ndarray, concat: ConcatConfig) -> float:
+    """The duration a sampler budgets for a unit: its utterances plus the longest pause per gap."""
+    return float(sum(durations[i] for i in unit)) + concat.pause[1] * (len(unit) - 1)

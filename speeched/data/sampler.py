@@ -18,6 +18,17 @@ per-source counts are the same every epoch (round(w * n)); the subset is a pure 
 epoch), so ranks still agree without communication and resume stays exact. All weights 1.0 is exactly
 the unweighted sampler. Copies are packed like any other utterance, so in a small data set two copies
 may share a batch (same expected gradient, a little more variance).
+
+Augmentation (`augment=AugmentConfig`, pass the same object to `SpeechDataset`): the sampler then yields
+`SampleKey(index, epoch, partners, copy)` instead of ints, so the epoch reaches the dataset inside the
+DataLoader workers (persistent ones too) and the augmentation is a pure function of (seed, epoch, key):
+identical with any `num_workers` and after a resume. Concatenation is decided here, not in the dataset:
+an epoch's utterances are grouped into units (`augment.concat_groups`: with probability p a unit joins
+2..max_items utterances of the same source), every utterance still exactly once per epoch, and units are
+packed by their budgeted duration (utterances + the longest pause per gap), so a batch's audio stays
+within `max_duration` and a joined item within min(concat.max_duration, max_duration). Speed
+perturbation is the one stage that lengthens audio after packing: with factors < 1 a batch may exceed
+`max_duration` by at most a factor 1 / min(speed.factors) (0.9 -> 11%).
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import torch.distributed as dist
+
+from speeched.data.augment import AugmentConfig, SampleKey, concat_groups, unit_seconds
 
 
 def _resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -45,6 +58,7 @@ def _resolve_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+_CONCAT_STREAM = 0xC0CA7  # the concatenation grouping's stream: default_rng([seed, version, _CONCAT_STREAM])
 _SUBSET_STREAM = 0x5EED  # separates the subset draws from the batch-order stream default_rng([seed, epoch])
 
 
@@ -158,6 +172,7 @@ class DurationBucketSampler:
         num_buckets: int | None = None,
         source_ids: Sequence[int] | None = None,
         source_weights: Sequence[float] | None = None,
+        augment: AugmentConfig | None = None,
     ) -> None:
         if max_duration is None and max_batch_size is None:
             raise ValueError("set max_duration (seconds per batch) and/or max_batch_size")
@@ -185,14 +200,19 @@ class DurationBucketSampler:
         # infinitely many buckets, and `jitter` controls the randomness that coarse buckets would give.
         self.num_buckets = num_buckets
         self.rank, self.world_size = _resolve_world(rank, world_size)
+        self.augment = augment  # not None: yield SampleKeys (the epoch reaches the workers)
+        self.concat = augment.concat if augment is not None and augment.concat.p > 0 else None
         self.epoch = 0
         self._skip = 0  # batches of this rank's list already consumed (resume)
         self._yielded = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
     # ---- batch construction -------------------------------------------------------------------
-    def _pack(self, order: np.ndarray, first_fill: float = 1.0) -> list[list[int]]:
-        """Greedy packing of `order`; the first batch gets only `first_fill` of the limits."""
+    def _pack(
+        self, order: np.ndarray, first_fill: float = 1.0, seconds: np.ndarray | None = None
+    ) -> list[list[int]]:
+        """Greedy packing of `order`; the first batch gets only `first_fill` of the limits.
+        `seconds` (default: the utterances' durations) is what each entry of `order` costs."""
         batches: list[list[int]] = []
         cur: list[int] = []
         total = 0.0
@@ -201,7 +221,8 @@ class DurationBucketSampler:
         cap = full_cap * first_fill
         size_cap = full_size if math.isinf(full_size) else max(1, math.ceil(full_size * first_fill))
         # Python floats: indexing a numpy array per item costs ~10x more on a 281k-utterance epoch.
-        for i, d in zip(order.tolist(), self.durations[order].tolist(), strict=True):
+        costs = (self.durations if seconds is None else seconds)[order]
+        for i, d in zip(order.tolist(), costs.tolist(), strict=True):
             if cur and (total + d > cap or len(cur) >= size_cap):
                 cap, size_cap = full_cap, full_size
                 batches.append(cur)
@@ -212,25 +233,46 @@ class DurationBucketSampler:
             batches.append(cur)
         return batches
 
-    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
-        """All batches of `epoch` for all ranks, in the order they are dealt out."""
+    def _units(self, members: np.ndarray, epoch: int) -> list[list[int]]:
+        """Concatenation units of this epoch's members (positions into `members`)."""
+        assert self.concat is not None and self.augment is not None
+        copies = self.augment.copies
+        version = epoch if copies is None else epoch % copies  # K distinct groupings with `copies`
+        rng = np.random.default_rng([self.seed, version, _CONCAT_STREAM])
+        return concat_groups(
+            self.durations[members], self.source_ids[members], self.concat, rng, self.max_duration
+        )
+
+    def global_batches(self, epoch: int | None = None) -> list[list[Any]]:
+        """All batches of `epoch` for all ranks, in the order they are dealt out: lists of indices, or
+        of `SampleKey`s when the sampler was given `augment`."""
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng([self.seed, epoch])
         if self.weighted:
             members = epoch_indices(self.source_ids, self.source_weights, self.seed, epoch)
         else:
             members = np.arange(len(self.durations))  # exactly the unweighted sampler's draws
-        key = np.log(self.durations[members])
+        units: list[list[int]] | None = None
+        if self.concat is not None:  # pack units (positions into members) by their budgeted seconds
+            units = self._units(members, epoch)
+            dm = self.durations[members]
+            seconds = np.array([unit_seconds(u, dm, self.concat) for u in units], dtype=np.float64)
+            entries = np.arange(len(units))
+        else:
+            seconds, entries = self.durations, members
+        key = np.log(seconds[entries])
         if self.shuffle and self.jitter > 0:
             key = key + rng.uniform(-self.jitter, self.jitter, size=len(key))
-        order = members[np.argsort(key, kind="stable")]
+        order = entries[np.argsort(key, kind="stable")]
         if self.shuffle and len(order) > 1:
             # A random-size first batch moves every batch boundary each epoch (costs one small batch).
-            batches = self._pack(order, first_fill=float(rng.uniform(0.05, 1.0)))
+            batches = self._pack(order, float(rng.uniform(0.05, 1.0)), seconds)
             perm = rng.permutation(len(batches))
             batches = [batches[j] for j in perm]
         else:
-            batches = self._pack(order)
+            batches = self._pack(order, seconds=seconds)
+        if self.augment is not None:
+            batches = self._keys(batches, members, units, epoch)
         if self.world_size > 1:
             rem = len(batches) % self.world_size
             if rem and self.drop_last:
@@ -241,6 +283,36 @@ class DurationBucketSampler:
         elif self.drop_last and self.max_batch_size and len(batches[-1]) < self.max_batch_size:
             batches = batches[:-1]
         return batches
+
+    @staticmethod
+    def _keys(
+        batches: list[list[int]], members: np.ndarray, units: list[list[int]] | None, epoch: int
+    ) -> list[list[Any]]:
+        """Batches of indices (or of unit numbers) -> batches of SampleKeys."""
+        # copy number: members is sorted, so the k-th repeat of an index sits k places after its first
+        copy = (np.arange(len(members)) - np.searchsorted(members, members, side="left")).tolist()
+        mem = members.tolist()
+        if units is None:
+            pos = {}  # index -> positions in members, consumed in order (copies of the same index)
+            for p, i in enumerate(mem):
+                pos.setdefault(i, []).append(p)
+            out = []
+            for b in batches:
+                keys = []
+                for i in b:
+                    p = pos[i].pop(0) if len(pos[i]) > 1 else pos[i][0]
+                    keys.append(SampleKey(int(i), epoch, (), int(copy[p])))
+                out.append(keys)
+            return out
+        return [
+            [
+                SampleKey(
+                    mem[units[u][0]], epoch, tuple(mem[p] for p in units[u][1:]), int(copy[units[u][0]])
+                )
+                for u in b
+            ]
+            for b in batches
+        ]
 
     def source_mix(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Utterances/hours/share per source in one epoch (see `source_mix`)."""
@@ -262,7 +334,7 @@ class DurationBucketSampler:
     def __len__(self) -> int:
         return len(self._rank_batches())
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         batches = self._rank_batches()
         start, self._skip = self._skip, 0
         self._yielded = start
@@ -283,6 +355,8 @@ class DurationBucketSampler:
         }
         if self.weighted:  # unweighted state stays as before, so older checkpoints still load
             state["source_weights"] = self.source_weights.tolist()
+        if self.augment is not None:  # the batches (concatenation) and the keys depend on it
+            state["augment"] = self.augment.model_dump(mode="json")
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -304,6 +378,13 @@ class DurationBucketSampler:
                 f"sampler state was saved with source weights {saved or 'all 1.0'} but this run has "
                 f"{mine or 'all 1.0'}; the epoch's utterances would differ: resume with the same weights "
                 "(or restart the epoch)"
+            )
+        saved_aug = state.get("augment")
+        mine_aug = self.augment.model_dump(mode="json") if self.augment is not None else None
+        if saved_aug != mine_aug:
+            raise ValueError(
+                "sampler state was saved with another data.augment than this run has; the epoch's batches "
+                "and augmentations would differ: resume with the same data.augment (or restart the epoch)"
             )
         self.epoch, self.seed = int(state["epoch"]), int(state["seed"])
         self._skip = self._yielded = int(state["batches_yielded"])
