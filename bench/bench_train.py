@@ -112,6 +112,10 @@ def make_model(root: Path, composition: str, tiny: bool = False) -> Path:
         ).save_pretrained(enc)
         init_model(ComposeSpec(encoder=str(enc), decoder=minilm_path(),
                                decoder_options={"num_hidden_layers": 1} if tiny else {}), out)  # fmt: skip
+    elif composition == "base":  # wav2vec2-base-sized encoder (random init) + MiniLM: the GPU bench's model
+        enc = root / "enc-base"
+        Wav2Vec2Config(mask_time_prob=0.0, layerdrop=0.0).save_pretrained(enc)  # 12 x 768, 7 x 512 CNN
+        init_model(ComposeSpec(encoder=str(enc), decoder=minilm_path()), out)
     elif composition == "logmel":
         spec = ComposeSpec(
             encoder=str(ROOT / "recipes/demo/encoder-logmel-small"),
@@ -120,7 +124,7 @@ def make_model(root: Path, composition: str, tiny: bool = False) -> Path:
         )
         init_model(spec, out)
     else:
-        raise SystemExit(f"unknown composition {composition!r} (w2v, logmel)")
+        raise SystemExit(f"unknown composition {composition!r} (w2v, base, logmel)")
     return out
 
 
@@ -131,7 +135,7 @@ def freeze_embeddings_for(composition: str) -> bool:
 # --------------------------------------------------------------------------------------------- workers
 def trainer_model(model_dir: Path, composition: str):
     """The model the Trainer trains, with the same parameters frozen as speeched's recipe freezes."""
-    if composition == "w2v":
+    if composition in ("w2v", "base"):
         from transformers import SpeechEncoderDecoderModel
 
         model = SpeechEncoderDecoderModel.from_pretrained(model_dir)
@@ -341,7 +345,11 @@ def run_speeched(a: argparse.Namespace) -> dict:
 
 def worker(a: argparse.Namespace) -> None:
     torch.manual_seed(a.seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     res = run_speeched(a) if a.worker == "speeched" else run_trainer(a)
+    if torch.cuda.is_available():
+        res["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     Path(a.json_out).write_text(json.dumps(res))
 
 

@@ -40,9 +40,14 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fmt_range, load_average, log, machine_lines  # noqa: E402
+from common import ROOT, fmt_range, load_average, log, machine_lines, tiny_model  # noqa: E402
 
 TOKENS_PER_SECOND = 15.0
+
+
+def build_model(root: Path) -> Path:
+    """The small random-init composition other benches (bench_onnx.py) build: common.tiny_model."""
+    return tiny_model(root)
 
 
 def make_files(

