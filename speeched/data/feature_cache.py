@@ -71,13 +71,15 @@ class FeatureCache:
         self.dir = Path(root) / extractor_fingerprint(feature_extractor, input_name)
         names = list(getattr(feature_extractor, "model_input_names", []) or [])
         # The collator's rule (speeched.data.collator.SpeechCollator.return_attention_mask).
-        with_mask = "attention_mask" in names and bool(getattr(feature_extractor, "return_attention_mask", True))
+        with_mask = "attention_mask" in names and bool(
+            getattr(feature_extractor, "return_attention_mask", True)
+        )
         self.kwargs = extraction_kwargs(feature_extractor, with_mask)
         self.extracted = 0  # in this process: how many utterances were extracted rather than read back
 
     @staticmethod
-    def key(utt: Utterance) -> str:
-        parts = [utt.id, utt.audio or ""]
+    def key(utt: Utterance, variant: str = "") -> str:
+        parts = [utt.id, utt.audio or "", variant]
         if utt.audio:
             try:
                 st = os.stat(utt.audio)
@@ -86,14 +88,14 @@ class FeatureCache:
                 pass
         return hashlib.sha1("\0".join(parts).encode()).hexdigest()
 
-    def _paths(self, utt: Utterance) -> tuple[Path, Path]:
-        k = self.key(utt)
+    def _paths(self, utt: Utterance, variant: str = "") -> tuple[Path, Path]:
+        k = self.key(utt, variant)
         base = self.dir / k[:2] / k
         return base.with_suffix(".npy"), base.with_name(k + ".len.npy")
 
-    def get(self, utt: Utterance) -> tuple[np.ndarray, int, int] | None:
+    def get(self, utt: Utterance, variant: str = "") -> tuple[np.ndarray, int, int] | None:
         """(features memory-mapped, audio samples, valid frames), or None when not cached yet."""
-        feats, lens = self._paths(utt)
+        feats, lens = self._paths(utt, variant)
         if not (feats.is_file() and lens.is_file()):
             return None
         n = np.load(lens)
@@ -107,8 +109,8 @@ class FeatureCache:
         valid = int(np.asarray(mask[0]).sum()) if mask is not None else int(feats.shape[0])
         return feats, valid
 
-    def put(self, utt: Utterance, feats: np.ndarray, samples: int, valid: int) -> None:
-        path, lens = self._paths(utt)
+    def put(self, utt: Utterance, feats: np.ndarray, samples: int, valid: int, variant: str = "") -> None:
+        path, lens = self._paths(utt, variant)
         path.parent.mkdir(parents=True, exist_ok=True)
         for target, value in ((path, feats), (lens, np.array([samples, valid], dtype=np.int64))):
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
@@ -116,14 +118,17 @@ class FeatureCache:
                 np.save(f, value)
             os.replace(tmp, target)
 
-    def item(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """A dataset item with audio -> the same item with `features` (extracted now, or read back)."""
-        utt = raw["utterance"]
-        hit = self.get(utt)
+    def item(self, raw: dict[str, Any], utt: Utterance | None = None, variant: str = "") -> dict[str, Any]:
+        """A dataset item with audio -> the same item with `features` (extracted now, or read back). Stored
+        under `utt` (the utterance asked for) only when the item is that utterance, not a replacement."""
+        utt = utt or raw["utterance"]
+        same = raw["utterance"].id == utt.id and "replaces" not in raw
+        hit = self.get(utt, variant) if same else None
         if hit is None:
             feats, valid = self.extract(raw["array"])
             samples = len(raw["array"])
-            self.put(utt, feats, samples, valid)
+            if same:
+                self.put(utt, feats, samples, valid, variant)
             self.extracted += 1
         else:
             feats, samples, valid = hit
@@ -146,16 +151,21 @@ class CachedFeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        utt = self.dataset.utterances[i]
-        hit = self.cache.get(utt)
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        ds = self.dataset
+        # Augmented items (speeched.data.augment) are cached per augmented version, or never (None).
+        variant = ds.cache_variant(key) if hasattr(ds, "cache_variant") else ""
+        if variant is None:
+            return ds[key]  # augmented afresh every epoch: the collator extracts it
+        utt = ds.item_utterance(key) if hasattr(ds, "item_utterance") else ds.utterances[key]
+        hit = self.cache.get(utt, variant)
         if hit is None:
-            return self.cache.item(self.dataset[i])
+            return self.cache.item(ds[key], utt, variant)
         feats, samples, valid = hit
         return {
             "id": utt.id,
             "utterance": utt,
-            "sampling_rate": self.dataset.sampling_rate,
+            "sampling_rate": ds.sampling_rate,
             "features": feats,
             "num_samples": samples,
             "valid_frames": valid,
