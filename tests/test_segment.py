@@ -151,3 +151,29 @@ def test_unknown_segmentation_is_refused() -> None:
     with pytest.raises(ValueError, match="expected one of vad, energy, silence, fixed"):
         list(segment_file("x.wav", SR, "smart"))
     assert isinstance(new_report("fixed", None, 6.0), SegmentationReport)
+
+
+def test_energy_split_follows_librosas_rule() -> None:
+    """The hand-written energy rule (no numba start-up) gives librosa.effects.split's regions."""
+    import librosa
+
+    from speeched.transcription.segment import ABSOLUTE_FLOOR_POWER, energy_split
+
+    rng = np.random.default_rng(4)
+    sr = 16000
+    for trial in range(6):
+        parts = []
+        for _ in range(rng.integers(2, 7)):
+            n = int(rng.uniform(0.1, 2.0) * sr)
+            level = rng.choice([0.0, 1e-4, 0.01, 0.3]) * (trial % 3 + 1) / 3
+            parts.append((level * np.sin(np.arange(n) * rng.uniform(0.02, 0.2))).astype(np.float32))
+        y = np.concatenate(parts) + 1e-4 * rng.standard_normal(sum(map(len, parts))).astype(np.float32)
+        frame, hop = (1024, 256) if trial % 2 else (1000, 250)
+        want = librosa.effects.split(
+            y,
+            top_db=35.0,
+            ref=lambda rms: max(float(np.max(rms)), ABSOLUTE_FLOOR_POWER),
+            frame_length=frame,
+            hop_length=hop,
+        )
+        assert energy_split(y, 35.0, frame, hop, ABSOLUTE_FLOOR_POWER) == [tuple(r) for r in want.tolist()]

@@ -14,8 +14,9 @@ point within it.
 Segmenters:
 - `VadSegmenter` ("vad"): speech spans from Silero VAD (`silero-vad` package, whose wheel ships the
   model; run through torch, never its torchaudio-based file reader).
-- `SilenceSegmenter` ("energy", alias "silence"): voiced regions from `librosa.effects.split` (energy
-  relative to the loudest frame); the fallback when silero-vad is not importable.
+- `SilenceSegmenter` ("energy", alias "silence"): voiced regions by frame energy relative to the
+  loudest frame (`energy_split`, librosa's `effects.split` rule); the fallback when silero-vad is not
+  importable.
 - `FixedSegmenter` ("fixed"): fixed windows with `overlap` seconds shared by neighbours; the duplicated
   words are removed when stitching (see `runner.stitch`).
 Pause segmenters never overlap, so their text is simply concatenated. `SegmentationReport` records
@@ -28,7 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import librosa
 import numpy as np
 import soundfile as sf
 import soxr
@@ -37,7 +37,8 @@ import torch
 # Frames for the energy analysis (64 ms / 16 ms at 16 kHz).
 FRAME_SECONDS = 0.064
 HOP_SECONDS = 0.016
-# A recording whose loudest frame is this quiet (power, ~ -50 dBFS) is all silence.
+# A window whose peak power is this low (~ -50 dBFS) is all silence; the energy rule's reference frame
+# RMS never drops below it either.
 ABSOLUTE_FLOOR_POWER = 1e-5
 # Without a recorded training range (models exported before it was recorded): the old default.
 DEFAULT_MAX_SEGMENT = 20.0
@@ -216,14 +217,34 @@ class SilenceSegmenter(_PauseSegmenter):
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
         if len(y) < self.frame:
             return [(0, len(y))]
-        iv = librosa.effects.split(
-            y,
-            top_db=self.top_db,
-            ref=lambda power: max(float(np.max(power)), ABSOLUTE_FLOOR_POWER),
-            frame_length=self.frame,
-            hop_length=self.hop,
-        )
-        return [(int(s), int(e)) for s, e in iv.tolist()]
+        return energy_split(y, self.top_db, self.frame, self.hop, ABSOLUTE_FLOOR_POWER)
+
+
+def energy_split(
+    y: np.ndarray, top_db: float, frame_length: int, hop_length: int, ref_floor: float = 0.0
+) -> list[tuple[int, int]]:
+    """(start, end) samples of the regions whose frame RMS is within `top_db` of the loudest frame's.
+
+    The rule of `librosa.effects.split(y, top_db, ref=lambda rms: max(rms.max(), ref_floor), ...)`
+    (centred frames, zero padding, 1e-5 amplitude floor), which tests check it against. Why not call
+    librosa: its first call in a process JIT-compiles (numba) for 5-9 s on this 2-core machine, longer
+    than transcribing a short file; these few numpy lines cost nothing to start.
+    """
+    half = frame_length // 2
+    padded = np.pad(np.asarray(y, dtype=np.float32), (half, half))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=-1))
+    ref = max(float(rms.max()), ref_floor)
+    amin = 1e-10  # librosa.amplitude_to_db's floor (on power)
+    db = 10.0 * np.log10(np.maximum(amin, rms.astype(np.float64) ** 2)) - 10.0 * np.log10(max(amin, ref**2))
+    voiced = db > -top_db
+    edges = list(np.flatnonzero(np.diff(voiced.astype(np.int8))) + 1)
+    if voiced[0]:
+        edges.insert(0, 0)
+    if voiced[-1]:
+        edges.append(len(voiced))
+    samples = np.minimum(np.asarray(edges, dtype=np.int64) * hop_length, len(y)).reshape(-1, 2)
+    return [(int(a), int(b)) for a, b in samples.tolist()]
 
 
 _SILERO: dict[str, Any] = {}
