@@ -167,8 +167,10 @@ def test_bad_record_and_truncated_shard_reported_and_skipped(tmp_path):
 
 
 def test_weighted_mixing_proportions_and_resume(tmp_path):
-    a_ids, _ = synth_shards(tmp_path / "a", n=60, shard_size=8_000, seed=1, prefix="a")
-    b_ids, _ = synth_shards(tmp_path / "b", n=60, shard_size=8_000, seed=2, prefix="b")
+    # Few, larger shards and 4 s batches: the same ~500 draws as before at a fraction of the shard
+    # opens (opening a shard through `datasets` is what this test's time went into).
+    synth_shards(tmp_path / "a", n=60, shard_size=40_000, seed=1, prefix="a")
+    synth_shards(tmp_path / "b", n=60, shard_size=40_000, seed=2, prefix="b")
     sources = [
         DataSource(path=str(tmp_path / "a"), streaming=True, weight=3.0, stream_buffer=40),
         DataSource(path=str(tmp_path / "b"), streaming=True, weight=1.0, stream_buffer=40),
@@ -176,20 +178,21 @@ def test_weighted_mixing_proportions_and_resume(tmp_path):
 
     def make():
         return build_stream_loader(
-            sources, sampling_rate=SR, rank=0, world_size=1, num_workers=0, seed=1, max_duration=1.0
+            sources, sampling_rate=SR, rank=0, world_size=1, num_workers=0, seed=1, max_duration=4.0
         )
 
     loader, state_fn, _ = make()
-    batches = take(loader, 120)
+    batches = take(loader, 36)
     flat = [i for b in batches for i in b]
+    assert len(flat) >= 450
     share_a = sum(i.startswith("a") for i in flat) / len(flat)
     assert abs(share_a - 0.75) < 0.05, share_a
     loader2, state_fn2, _ = make()
-    head = take(loader2, 50)
+    head = take(loader2, 13)  # mid-pool and mid-epoch
     state = json.loads(json.dumps(state_fn2()))
     loader3, _, load3 = make()
     load3(state)
-    assert head + take(loader3, 70) == batches
+    assert head + take(loader3, 23) == batches
 
 
 class _FakeReader:
@@ -206,7 +209,7 @@ def test_padding_on_librispeech_like_durations_is_small():
     d = np.clip(rng.lognormal(np.log(12.0), 0.45, size=20_000), 1.0, 35.0)
     ds = StreamingBatches.__new__(StreamingBatches)
     ds.buffer, ds.jitter, ds.max_duration, ds.max_batch_size = 1000, 0.01, 200.0, None
-    ds.probs = np.array([1.0])
+    ds.probs, ds.concat = np.array([1.0]), None
     reader = _FakeReader(d)
     padded = real = 0.0
     for _ in range(20):
@@ -226,3 +229,69 @@ def test_sample_utterances_for_vocabulary(shards):
     utts = sample_utterances(resolve_stream_source(DataSource(path=str(folder), streaming=True)), limit=30)
     assert len(utts) == 30 and len({u.id for u in utts}) == 30 and set(u.id for u in utts) <= set(ids)
     assert all(u.text.startswith("text ") and u.audio is None and u.duration > 0 for u in utts)
+
+
+def _aug(**concat):
+    from speeched.data.augment import AugmentConfig
+
+    return AugmentConfig.model_validate(
+        {"noise": {"p": 0.8}, "gain": {"p": 0.5}, "speed": {"p": 0.3}, "concat": concat or {"p": 0.0}}
+    )
+
+
+def take_full(loader, n):
+    out = []
+    while len(out) < n:
+        for batch in iter(loader):
+            out.append(batch)
+            if len(out) == n:
+                break
+    return out
+
+
+def test_augmented_stream_is_deterministic_and_resumes_exactly(shards):
+    folder, _, _ = shards
+    aug = _aug(p=0.5, pause=[0.1, 0.3])
+    loader, _, _ = loader_for(folder, 0, 1, 0, augment=aug, max_duration=2.0)
+    full = take_full(loader, 12)
+    again, state_fn, _ = loader_for(folder, 0, 1, 0, augment=aug, max_duration=2.0)
+    head = take_full(again, 5)
+    state = json.loads(json.dumps(state_fn()))
+    resumed, _, load_fn = loader_for(folder, 0, 1, 0, augment=aug, max_duration=2.0)
+    load_fn(state)
+    rest = take_full(resumed, 7)
+    for a, b in zip(full, head + rest, strict=True):
+        assert [it["utterance"].id for it in a] == [it["utterance"].id for it in b]
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x["array"], y["array"])
+    plain, _, _ = loader_for(folder, 0, 1, 0, max_duration=2.0)
+    with pytest.raises(StreamStateError, match="data.augment"):
+        plain.load_state_dict(state)
+    joined = [it for b in full for it in b if "concat_ids" in it]
+    assert joined
+    for it in joined:
+        parts = it["concat_ids"]
+        assert 2 <= len(parts) <= 3
+        assert it["utterance"].text == " ".join(f"text {p[1:]}" for p in parts)
+    for b in full:  # the pool packs units by their budgeted seconds; speed 0.9 may add at most 1/0.9
+        assert sum(len(it["array"]) for it in b) / SR <= 2.0 / 0.9 + 1e-6 or len(b) == 1
+
+
+def test_stream_augmentation_differs_per_pass_and_is_off_without_config(shards):
+    folder, _, _ = shards
+    aug = _aug()
+    loader, _, _ = loader_for(folder, 0, 1, 0, augment=aug)
+    plain, _, _ = loader_for(folder, 0, 1, 0)
+    n = 2 * len(loader) + 2  # into the second pass over the data
+    aug_items = [it for b in take_full(loader, n) for it in b]
+    raw_items = [it for b in take_full(plain, n) for it in b]
+    assert [it["id"] for it in aug_items] == [it["id"] for it in raw_items]  # no concat: same stream
+    by_pass: dict[str, dict[int, np.ndarray]] = {}
+    changed = 0
+    for a, r in zip(aug_items, raw_items, strict=True):
+        by_pass.setdefault(a["id"], {})[a["stream_pass"]] = a["array"]
+        changed += not (a["array"].shape == r["array"].shape and np.array_equal(a["array"], r["array"]))
+        assert "concat_ids" not in r
+    assert changed > len(aug_items) // 2
+    twice = [v for v in by_pass.values() if len(v) == 2]
+    assert twice and all(not np.array_equal(v[0], v[1]) or v[0].shape != v[1].shape for v in twice)

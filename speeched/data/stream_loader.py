@@ -13,6 +13,7 @@ from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from speeched.data.augment import AugmentConfig
 from speeched.data.stream_source import ShardSet, StreamSourceError, resolve_stream_source
 from speeched.data.streaming import STATE_VERSION, StreamingBatches, StreamStateError
 
@@ -71,8 +72,13 @@ class StreamLoader:
             "world_size": self.dataset.world_size,
             "num_workers": self.dataset.num_workers,
             "sources": [s.name for s in self.dataset.sources],
+            "augment": self._augment(),
             "loader": loader,
         }
+
+    def _augment(self) -> dict[str, Any] | None:
+        aug = self.dataset.augment
+        return aug.model_dump(mode="json") if aug is not None else None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         d = self.dataset
@@ -84,6 +90,11 @@ class StreamLoader:
                 f"{saved[1]} over sources {saved[2]}; this is rank {mine[3]} of world_size={mine[0]} with "
                 f"num_workers={mine[1]} over {mine[2]}. Resume with the same number of processes, "
                 "data.batching.num_workers and training sources: shards are assigned per process × worker"
+            )
+        if state.get("augment") != self._augment():
+            raise StreamStateError(
+                "the data stream was saved with another data.augment than this run has; its batches and "
+                "augmentations would differ: resume with the same data.augment"
             )
         self.loader.load_state_dict(state["loader"])
         self._loaded = state["loader"]
@@ -133,12 +144,15 @@ def build_stream_loader(
     report_dir: str | None = None,
     base_dir: str | None = None,
     epoch_batches: int | None = None,
+    augment: AugmentConfig | None = None,
 ) -> tuple[StreamLoader, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]:
     """Build the streamed training loader from `DataSource`s with `streaming: true`.
 
     Returns `(loader, state_dict_fn, load_state_dict_fn)`. `loader` iterates one epoch per `iter()` (the
     rest of it after a resume) and has `len()`; every rank must save its own `state_dict_fn()` in a
-    checkpoint and give it back to `load_state_dict_fn` before iterating.
+    checkpoint and give it back to `load_state_dict_fn` before iterating. `augment` (training only):
+    applied in the workers with an rng from (seed, pass, source, shard, row); concatenation partners come
+    from the same pool and each batch still holds at most `max_duration` seconds before speed changes.
     """
     shard_sets = [resolve_stream_source(s, base_dir) for s in sources]
     dataset = StreamingBatches(
@@ -155,6 +169,7 @@ def build_stream_loader(
         world_size=world_size,
         num_workers=num_workers,
         report_dir=report_dir,
+        augment=augment,
     )
     n = epoch_batches or batches_per_epoch(
         shard_sets,

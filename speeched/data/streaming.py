@@ -47,6 +47,7 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from speeched.data.audio import AudioError, load_audio
+from speeched.data.augment import AugmentConfig, Augmenter, concat_groups, concatenate, unit_seconds
 from speeched.data.config import Filters
 from speeched.data.records import Utterance
 from speeched.data.stream_source import (
@@ -163,7 +164,7 @@ class _Reader:
             if not self._keep(item):
                 continue
             self.kept_in_pass += 1
-            item.update(source=self.source, stream_pass=self.pass_idx)
+            item.update(source=self.source, stream_pass=self.pass_idx, shard=shard, row=offset)
             return item
 
     def _keep(self, item: dict[str, Any]) -> bool:
@@ -199,6 +200,7 @@ class StreamingBatches(IterableDataset):
         world_size: int = 1,
         num_workers: int = 0,
         report_dir: str | None = None,
+        augment: AugmentConfig | None = None,
     ) -> None:
         if not sources:
             raise StreamSourceError("no streamed sources")
@@ -223,6 +225,9 @@ class StreamingBatches(IterableDataset):
         self.buffer, self.jitter, self.seed = buffer, jitter, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.report_dir = report_dir
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.augmenter = Augmenter(self.augment, sampling_rate) if self.augment is not None else None
+        self.concat = self.augment.concat if self.augment is not None and self.augment.concat.p > 0 else None
         self._pending: dict[str, Any] | None = None
         self._pool_start: dict[str, Any] | None = None
         self._done = 0
@@ -244,6 +249,7 @@ class StreamingBatches(IterableDataset):
             "sources": [s.name for s in self.sources],
             "pool_start": self._pool_start,
             "pool_batches_done": self._done,
+            "augment": self.augment.model_dump(mode="json") if self.augment is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -255,6 +261,12 @@ class StreamingBatches(IterableDataset):
                 f"{saved[2]}; this run has world_size={mine[0]}, num_workers={mine[1]}, sources {mine[2]}. "
                 "Resume with the same number of processes, data.batching.num_workers and training sources "
                 "(shards are assigned per process × worker)"
+            )
+        mine_aug = self.augment.model_dump(mode="json") if self.augment is not None else None
+        if state.get("augment") != mine_aug:
+            raise StreamStateError(
+                "the data stream was saved with another data.augment than this run has; its batches and "
+                "augmentations would differ: resume with the same data.augment"
             )
         self._pending = state
 
@@ -285,54 +297,99 @@ class StreamingBatches(IterableDataset):
             k = int(rng.choice(len(readers), p=self.probs)) if multi else 0
             pool.append(readers[k].next_item())
         d = np.array([it["duration"] for it in pool], dtype=np.float64)
+        units: list[list[int]] = [[i] for i in range(len(pool))]
+        concat = self.concat
+        if concat is not None:  # concatenation units, packed by their budgeted seconds (sampler.py)
+            src = np.array([it.get("source", 0) for it in pool])
+            units = concat_groups(d, src, concat, rng, self.max_duration)
+            d = np.array([unit_seconds(u, d, concat) for u in units], dtype=np.float64)
         key = np.log(np.maximum(d, 1e-3)) + rng.uniform(-self.jitter, self.jitter, size=len(d))
         batches, cur, total = [], [], 0.0
         cap = self.max_duration if self.max_duration is not None else math.inf
         size_cap = self.max_batch_size or math.inf
-        for i in np.argsort(key, kind="stable").tolist():
-            if cur and (total + d[i] > cap or len(cur) >= size_cap):
+        for u in np.argsort(key, kind="stable").tolist():
+            if cur and (total + d[u] > cap or len(cur) >= size_cap):
                 batches.append(cur)
                 cur, total = [], 0.0
-            cur.append(i)
-            total += d[i]
+            cur.append(units[u][0] if len(units[u]) == 1 else tuple(units[u]))
+            total += d[u]
         if cur:
             batches.append(cur)
         perm = rng.permutation(len(batches))
         return pool, [batches[j] for j in perm.tolist()]
 
-    def _decode(self, pool: list[dict[str, Any]], batch: list[int]) -> list[dict[str, Any]]:
+    def _decode(self, pool: list[dict[str, Any]], batch: list[Any]) -> list[dict[str, Any]]:
+        """Decode a batch's entries: a pool position, or a tuple of them (a concatenation)."""
         items = []
-        for i in batch:
-            it = pool[i]
-            utt = Utterance(
-                id=it["id"],
-                audio=None,
-                text=it["text"],
-                translation=it["translation"],
-                duration=it["duration"],
-                lang=it["lang"],
-                tgt_lang=it["tgt_lang"],
-                origin=it["where"],
-            )
-            utt.extra["audio_bytes"] = it["bytes"]
-            try:
-                x = load_audio(utt, self.sampling_rate)
-            except AudioError as err:
-                shard, _, offset = it["where"].rpartition(":")
-                report_bad(self.report_dir, shard, int(offset), err.reason, err.detail, it["id"])
-                continue
-            utt.extra = {"source": it["source"], "stream_pass": it["stream_pass"]}
-            items.append(
-                {
-                    "id": it["id"],
-                    "array": x,
-                    "sampling_rate": self.sampling_rate,
-                    "utterance": utt,
-                    "source": it["source"],
-                    "stream_pass": it["stream_pass"],
-                }
-            )
+        for entry in batch:
+            parts = [self._decode_one(pool[i]) for i in (entry if isinstance(entry, tuple) else (entry,))]
+            parts = [p for p in parts if p is not None]
+            if parts:
+                items.append(self._augment(parts) if self.augmenter is not None else parts[0])
         return items
+
+    def _augment(self, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Join (concatenation) and augment; the rng is a function of (seed, pass, position) of the
+        first part: the same item gets the same augmentation in any run, and after a resume."""
+        assert self.augment is not None and self.augmenter is not None
+        item = parts[0]
+        pass_idx = item["stream_pass"]
+        version = pass_idx if self.augment.copies is None else pass_idx % self.augment.copies
+        rng = np.random.default_rng([self.seed, version, item["source"], item["shard"], item["row"]])
+        audio = item["array"]
+        if len(parts) > 1:
+            audio, text = concatenate(
+                [(p["array"], p["utterance"].text) for p in parts],
+                rng,
+                self.augment.concat.pause,
+                self.sampling_rate,
+            )
+            trs = [p["utterance"].translation for p in parts]
+            item["utterance"] = Utterance(
+                id="+".join(p["id"] for p in parts),
+                audio=None,
+                text=text,
+                translation=None if None in trs else " ".join(t.strip() for t in trs),
+                duration=len(audio) / self.sampling_rate,
+                lang=item["utterance"].lang,
+                tgt_lang=item["utterance"].tgt_lang,
+                origin=item["utterance"].origin,
+                extra=dict(item["utterance"].extra),
+            )
+            item["concat_ids"] = [p["id"] for p in parts]
+        item["array"] = self.augmenter(audio, rng)
+        return item
+
+    def _decode_one(self, it: dict[str, Any]) -> dict[str, Any] | None:
+        """One pool entry decoded, or None (reported to bad_audio.jsonl) when its audio is bad."""
+        utt = Utterance(
+            id=it["id"],
+            audio=None,
+            text=it["text"],
+            translation=it["translation"],
+            duration=it["duration"],
+            lang=it["lang"],
+            tgt_lang=it["tgt_lang"],
+            origin=it["where"],
+        )
+        utt.extra["audio_bytes"] = it["bytes"]
+        try:
+            x = load_audio(utt, self.sampling_rate)
+        except AudioError as err:
+            shard, _, offset = it["where"].rpartition(":")
+            report_bad(self.report_dir, shard, int(offset), err.reason, err.detail, it["id"])
+            return None
+        utt.extra = {"source": it["source"], "stream_pass": it["stream_pass"]}
+        return {
+            "id": it["id"],
+            "array": x,
+            "sampling_rate": self.sampling_rate,
+            "utterance": utt,
+            "source": it["source"],
+            "stream_pass": it["stream_pass"],
+            "shard": it.get("shard", 0),
+            "row": it.get("row", 0),
+        }
 
     def __iter__(self):
         readers, rng = self._start()
