@@ -6,11 +6,12 @@ with white noise at `--snr` dB (relative to the speech's power). Transcribes eac
 (`speeched.transcription` Transcriber: VAD segmentation within the model's training range) and the
 utterances one by one (`speeched.inference.decode`), prints WER of both and their ratio (targets:
 <= 1.5x clean, <= 2x at 10 dB), and, for a model with a CTC head, the median word-boundary error of the
-CTC forced alignment against the known utterance boundaries (target <= 0.1 s). Writes a JSON result.
+CTC forced alignment (`transcribe --words`: `TranscribeOptions(words=True)`) against the known
+utterance boundaries (target <= 0.1 s). Writes a JSON result.
 
     .venv/bin/python bench/bench_longform.py --model runs/demo/best --out runs/bench/longform.json
 
-The library calls live in `load`, `transcribe_longform`, `decode_one_by_one` and `align_segments`.
+The library calls live in `load`, `transcribe_longform` and `decode_one_by_one`.
 """
 
 from __future__ import annotations
@@ -40,34 +41,26 @@ def load(model_dir: str):
     return load_inference_model(model_dir, device="cpu")
 
 
-def transcribe_longform(im, wav: Path, segment: str, max_segment: float | None) -> tuple[list, dict]:
-    """[(start, end, text)] per decoded segment, and the transcript's info (segmentation report)."""
+def transcribe_longform(
+    im, wav: Path, segment: str, max_segment: float | None
+) -> tuple[list, dict, list[dict] | None]:
+    """[(start, end, text)] per decoded segment, the transcript's info (segmentation report), and the
+    word times over the whole recording (None for a model without a CTC head)."""
     from speeched.transcription.transcriber import TranscribeOptions, Transcriber
 
-    (t,) = list(Transcriber(im, TranscribeOptions(segment=segment, max_segment=max_segment)).run([str(wav)]))
+    words = bool(getattr(im.model.config, "ctc_vocab", None))
+    opts = TranscribeOptions(segment=segment, max_segment=max_segment, words=words)
+    (t,) = list(Transcriber(im, opts).run([str(wav)]))
     if not hasattr(t, "segments"):
         raise RuntimeError(f"transcription failed: {t}")
-    return [(s.start, s.end, s.text) for s in t.segments], t.info
+    timed = [{"word": w.word, "start": w.start, "end": w.end} for s in t.segments for w in s.words or []]
+    return [(s.start, s.end, s.text) for s in t.segments], t.info, (timed if words else None)
 
 
 def decode_one_by_one(im, arrays: list[np.ndarray]) -> list[str]:
     from speeched.inference import decode
 
     return [d.text for d in decode(im, arrays)]
-
-
-def align_segments(im, audio: np.ndarray, segments: list) -> list[dict] | None:
-    """Word times over the whole recording from the CTC head, per decoded segment; None without one."""
-    from speeched.inference.alignment import word_timestamps
-
-    if not getattr(im.model.config, "ctc_vocab", None):
-        return None
-    words = []
-    for start, end, text in segments:
-        piece = audio[int(round(start * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
-        if text.strip() and len(piece):
-            words += word_timestamps(im.model, im.feature_extractor, piece, text, offset=start).words
-    return words
 
 
 # ---- the recording -----------------------------------------------------------------------------------
@@ -118,7 +111,7 @@ def wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def boundary_errors(words: list[dict], utts: list[dict]) -> list[float]:
-    """|first word start - utterance start| and |last word end - utterance end| for each utterance, its
+    """first word start - utterance start and last word end - utterance end (signed) for each utterance, its
     words being those whose middle falls between the middles of the pauses around it."""
     errors = []
     for k, u in enumerate(utts):
@@ -126,7 +119,7 @@ def boundary_errors(words: list[dict], utts: list[dict]) -> list[float]:
         hi = (u["end"] + utts[k + 1]["start"]) / 2 if k + 1 < len(utts) else float("inf")
         mine = [w for w in words if lo <= (w["start"] + w["end"]) / 2 < hi]
         if mine:
-            errors += [abs(mine[0]["start"] - u["start"]), abs(mine[-1]["end"] - u["end"])]
+            errors += [mine[0]["start"] - u["start"], mine[-1]["end"] - u["end"]]
     return errors
 
 
@@ -153,13 +146,13 @@ def run(args: argparse.Namespace) -> dict:
             wav = Path(tmp) / f"{name}.wav"
             sf.write(wav, audio, SAMPLE_RATE)
             t = time.perf_counter()
-            segments, info = transcribe_longform(im, wav, args.segment, args.max_segment)
+            segments, info, words = transcribe_longform(im, wav, args.segment, args.max_segment)
             long_s = time.perf_counter() - t
             one = decode_one_by_one(im, slices(audio, utts))
             long_wer = wer(refs, [s[2] for s in segments])
             one_wer = wer(refs, one)
-            words = align_segments(im, audio, segments)
-            errors = boundary_errors(words, utts) if words else []
+            signed = boundary_errors(words, utts) if words else []
+            errors = [abs(e) for e in signed]
             result[name] = {
                 "wer_longform": round(long_wer, 4),
                 "wer_one_by_one": round(one_wer, 4),
@@ -171,6 +164,10 @@ def run(args: argparse.Namespace) -> dict:
                 ),
                 "word_boundary_median_error_s": round(float(np.median(errors)), 3) if errors else None,
                 "word_boundaries_measured": len(errors),
+                # signed (word - truth): negative = early
+                "word_start_median_signed_s": round(float(np.median(signed[0::2])), 3) if signed else None,
+                "word_end_median_signed_s": round(float(np.median(signed[1::2])), 3) if signed else None,
+                "word_alignment": info.get("word_alignment"),
             }
             if name == "clean":
                 clean_one = one_wer
