@@ -37,9 +37,7 @@ def command(
 ) -> None:
     """Fine-tune a model from a YAML recipe."""
     from speeched.logging_setup import setup_logging
-    from speeched.training.plan import dry_run as plan
     from speeched.training.recipe import load_recipe
-    from speeched.training.trainer import train
 
     setup_logging()
     progress = options.show_progress(progress)
@@ -48,6 +46,10 @@ def command(
 
         hf_logging.disable_progress_bar()
     r = load_recipe(recipe, overrides=set_, output_dir=output_dir)
+    # Only now the heavy modules (torch, transformers' models): a recipe typo is refused without them.
+    from speeched.training.plan import dry_run as plan
+    from speeched.training.trainer import train
+
     if dry_run:
         typer.echo(plan(r, resume=resume))
         return
