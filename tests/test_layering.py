@@ -7,7 +7,7 @@ Layers (an arrow may only point down or sideways where listed):
                                             → inference/, modeling/, data/ (training → evaluation too)
     inference/                              → modeling/, data/
     modeling/          data/                → themselves only (never each other)
-    errors.py, logging_setup.py             → nothing of speeched (everyone may import them)
+    errors.py                               → nothing of speeched (everyone may import it)
 
 Library modules import at module level; a function-level import is allowed only in commands/ and
 cli.py (start-up time of `speeched --help`) and for optional dependencies (OPTIONAL below). No cycles.
@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "speeched"
 
-BASE = {"errors", "logging_setup"}
+BASE = {"errors"}
 ALLOWED: dict[str, set[str]] = {
     "commands": {"*"},
     "cli": {"*"},
@@ -35,7 +35,6 @@ ALLOWED: dict[str, set[str]] = {
     "modeling": {"modeling"},
     "data": {"data"},
     "errors": set(),
-    "logging_setup": set(),
 }
 # Optional or heavy-and-rarely-needed dependencies that may be imported inside a function.
 OPTIONAL = {

@@ -34,7 +34,7 @@ def command(
 ) -> None:
     """Export MODEL to OUT; warns about everything that changes (e.g. a dropped CTC head). Exit 2 on bad input."""
     from speeched.errors import UsageError
-    from speeched.logging_setup import setup_logging
+    from speeched.commands.logging_setup import setup_logging
 
     setup_logging()
     if to not in TARGETS:

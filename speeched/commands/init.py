@@ -97,7 +97,7 @@ def command(
     ),
 ) -> None:
     """Compose a model from a pretrained speech encoder and text decoder and save it to OUT."""
-    from speeched.logging_setup import setup_logging
+    from speeched.commands.logging_setup import setup_logging
     from speeched.modeling.compose import ComposeSpec, describe_init, init_model
 
     setup_logging()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from speeched.data.records import Utterance
 
@@ -165,8 +166,6 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample mono float32 with soxr ('HQ' quality: transparent for speech, fast)."""
     if orig_sr == target_sr:
         return x
-    import soxr
-
     return soxr.resample(x, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 

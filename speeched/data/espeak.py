@@ -18,7 +18,9 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+import espeakng_loader
 import numpy as np
+import soxr
 
 SAMPLE_RATE = 16_000
 
@@ -92,10 +94,6 @@ def _library() -> tuple[ctypes.CDLL, int]:
     """Load and initialise libespeak-ng once per process; returns (library, native sample rate)."""
     if "lib" in _state:
         return _state["lib"], _state["rate"]  # type: ignore[return-value]
-    try:
-        import espeakng_loader
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise RuntimeError("espeakng-loader is not installed: `pip install espeakng-loader`") from exc
     lib_path, data_path = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
     try:
         lib = ctypes.CDLL(lib_path)
@@ -148,8 +146,6 @@ def _library() -> tuple[ctypes.CDLL, int]:
 
 
 def _data_path() -> Path:
-    import espeakng_loader
-
     return Path(espeakng_loader.get_data_path())
 
 
@@ -224,8 +220,6 @@ class Espeak:
         self, text: str, voice: str = "en-us", rate: int = 165, pitch: int = 50, pitch_range: int = 50
     ) -> np.ndarray:
         """Speak `text`; rate in words per minute (80-450), pitch and pitch_range 0-100."""
-        import soxr
-
         if not 80 <= rate <= 450:
             raise ValueError(f"rate={rate} words/minute is outside eSpeak's 80-450")
         for name, value in (("pitch", pitch), ("pitch_range", pitch_range)):

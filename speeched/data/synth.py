@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+from tqdm.auto import tqdm
 
 from speeched.data.augment import AugmentConfig, Augmenter
 from speeched.data.espeak import (
@@ -287,8 +289,6 @@ def _run_shard(out_dir: Path, jobs: list[_Job], on_done: Callable[[], None]) -> 
 
 def _worker_main() -> None:
     """Child side of `_run_shard`: jobs as JSON on stdin, one sample count per line on stdout."""
-    import soundfile as sf
-
     request = json.load(sys.stdin)
     out_dir = request["out_dir"]
     engine = Espeak()
@@ -414,8 +414,6 @@ def synthesize_corpus(
     Raises `UsageError` for bad arguments, an existing output (unless `force`) and splits that would be
     empty.
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     if kind not in KINDS:
         raise UsageError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
