@@ -9,7 +9,13 @@ import typer
 
 
 def command(
-    path: Annotated[str, typer.Argument(help="JSONL/CSV/TSV manifest, audiofolder dir, or datasets path")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="JSONL/CSV/TSV manifest, audiofolder dir, datasets path, or streamed shards: a "
+            "`speeched data shard` folder (index.json), a parquet/tar glob or file, an fsspec URL"
+        ),
+    ],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -29,6 +35,13 @@ def command(
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar while scanning")] = False,
+    streaming: Annotated[
+        bool,
+        typer.Option(
+            "--streaming",
+            help="read PATH as streamed shards (automatic for index.json folders, globs, .tar/.parquet URLs)",
+        ),
+    ] = False,
 ) -> None:
     """Exit 0 when every entry is usable, 1 when some are not, 2 on usage errors (a missing, empty or
     malformed manifest, a bad option)."""
@@ -38,9 +51,11 @@ def command(
 
     from speeched.data.check import check_data, default_out_dir
     from speeched.data.config import DataSource, Filters
+    from speeched.data.stream_source import StreamSourceError
     from speeched.errors import PartialFailure, UsageError
 
-    if format != "datasets" and not os.path.exists(path):
+    remote_or_glob = "://" in path or any(c in path for c in "*?[")
+    if format != "datasets" and not remote_or_glob and not os.path.exists(path):
         raise UsageError(f"{path} does not exist (give a manifest file, audiofolder or dataset folder)")
     try:
         source = DataSource(
@@ -48,13 +63,17 @@ def command(
             format=format,
             config=config,
             split=split,
+            streaming=streaming,
             filters=Filters(min_duration=min_duration, max_duration=max_duration),
         )
     except ValidationError as err:
         first = err.errors()[0]
         raise UsageError(f"bad option {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    out_dir = str(out) if out is not None else default_out_dir(path)
-    report = check_data(source, out_dir=out_dir, decode=decode, progress=progress)
+    out_dir = str(out) if out is not None else default_out_dir(path.replace("*", "all"))
+    try:
+        report = check_data(source, out_dir=out_dir, decode=decode, progress=progress)
+    except StreamSourceError as err:
+        raise UsageError(str(err)) from None
     if json_out:
         typer.echo(report.to_json())
     else:

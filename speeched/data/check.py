@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
+from speeched.data.check_stream import check_stream, is_stream_path
 from speeched.data.config import DataSource, Filters
 from speeched.data.scan import BadEntry, DurationCache, scan
 from speeched.data.sources import load_source
@@ -107,7 +108,20 @@ def check_data(
 ) -> CheckReport:
     """Scan everything (every file probed; full decode by default: NaN/silence too) under
     `source.filters`; never raises for bad audio. Writes `bad_audio.jsonl` and `durations.png` into
-    `out_dir` when given. An empty source raises `ManifestError` (exit 2) from `load_source`."""
+    `out_dir` when given. An empty source raises `ManifestError` (exit 2) from `load_source`.
+
+    Streamed data (`source.streaming`, a shard folder with index.json, a glob or .parquet/.tar shards)
+    is read record by record through the stream reader (speeched.data.check_stream); bad records are
+    reported with their shard and offset."""
+    if source.streaming or is_stream_path(source.path):
+        total, durations, bad, report_path = check_stream(
+            source, decode=decode, out_dir=out_dir, progress=progress
+        )
+        report = CheckReport(source.path, total, durations, bad, report_path=report_path)
+        if out_dir and len(durations):
+            name = os.path.basename(source.path.rstrip("/"))
+            report.histogram = plot_histogram(durations, os.path.join(out_dir, "durations.png"), name)
+        return report
     utts = load_source(source.model_copy(update={"durations": "probe"}))  # check every file's header
     result = scan(
         utts,
