@@ -144,3 +144,30 @@ def test_word_timestamps_from_a_model_with_a_ctc_head(tmp_path: Path) -> None:
     assert all(e <= s for e, s in zip(ends, starts[1:], strict=False))
     # frames are the encoder's 320-sample stride (20 ms at 16 kHz): every time is on that grid
     assert all(abs((t - 2.0) / 0.02 - round((t - 2.0) / 0.02)) < 1e-6 for t in starts + ends)
+
+
+@pytest.mark.parametrize("noise_db", [-60.0, -10.0])
+def test_word_spikes_grow_over_the_voiced_audio_around_them(noise_db: float) -> None:
+    """A word-unit CTC head spikes once inside each word: the word's extent comes from the audio around
+    the spike, up to pauses, and never into a neighbour (clean, and with noise 10 dB below the speech)."""
+    from speeched.inference.alignment import voiced_frames
+
+    sr, fps = 16000, 25
+    truth = [("seven", 0.40, 0.92), ("two", 0.92, 1.40), ("nine", 2.00, 2.60)]
+    rng = np.random.default_rng(3)
+    audio = 0.3 * 10 ** (noise_db / 20) * rng.standard_normal(3 * sr)
+    for _, a, b in truth:
+        audio[int(a * sr) : int(b * sr)] += 0.3 * rng.standard_normal(int(b * sr) - int(a * sr))
+    index = {u: i for i, u in enumerate(WORD_VOCAB)}
+    path = [0] * (3 * fps)
+    for word, a, b in truth:
+        path[int((a + b) / 2 * fps)] = index[word]  # one spike, in the middle of the word
+    lp = _posteriors(path, len(WORD_VOCAB))
+    spikes = align_words(lp, "seven two nine", WORD_VOCAB, "word", 1 / fps)
+    assert all(w["end"] - w["start"] == pytest.approx(1 / fps) for w in spikes.words)
+    voiced = voiced_frames(audio, sr / fps, len(lp))
+    grown = align_words(lp, "seven two nine", WORD_VOCAB, "word", 1 / fps, voiced=voiced)
+    for got, (_, a, b) in zip(grown.words, truth, strict=True):
+        assert abs(got["start"] - a) <= 1 / fps + 1e-9 and abs(got["end"] - b) <= 1 / fps + 1e-9, got
+    seven, two, _ = grown.words
+    assert seven["end"] <= two["start"]  # touching words split between their spikes, never overlapping

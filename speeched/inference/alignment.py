@@ -106,11 +106,13 @@ def align_words(
     units: str,
     frame_seconds: float,
     offset: float = 0.0,
+    voiced: np.ndarray | None = None,
 ) -> WordAlignment:
     """Word times (seconds, `offset` added) for `text` against one utterance's CTC log-probs (frames, vocab).
 
     `frame_seconds`: the CTC head's frame stride (see `ctc_frame_seconds`). A word spans from the first
-    frame of its first unit to the end of its last unit's frames.
+    frame of its first unit to the end of its last unit's frames; with `voiced` (one bool per frame, see
+    `voiced_frames`) it then grows over the voiced frames around them (`extend_over_voiced`).
     """
     words = text.split()
     frames = int(np.asarray(log_probs).shape[0])
@@ -145,6 +147,8 @@ def align_words(
         if j >= 0 and owner[j] >= 0:
             first.setdefault(owner[j], t)
             last[owner[j]] = t
+    if voiced is not None and len(voiced) >= frames:
+        first, last = extend_over_voiced(first, last, np.asarray(voiced[:frames], dtype=bool))
     times: list[tuple[float, float] | None] = [
         (first[k] * frame_seconds, (last[k] + 1) * frame_seconds) if k in first else None
         for k in range(len(words))
@@ -169,6 +173,49 @@ def align_words(
             for w, (s, e) in zip(words, times, strict=True)  # type: ignore[misc]
         ]
     )
+
+
+def extend_over_voiced(
+    first: dict[int, int], last: dict[int, int], voiced: np.ndarray
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Grow each word's frames [first, last] over the voiced frames next to them.
+
+    A CTC head emits a unit on one or a few frames somewhere inside it (a word-unit head: one spike per
+    word), so the aligned frames start late and end early. The word is taken to extend over the
+    contiguous voiced frames around them, never past the middle of the gap to a neighbouring word, and
+    never across an unvoiced frame (a pause).
+    """
+    order = sorted(first)
+    new_first, new_last = dict(first), dict(last)
+    for i, k in enumerate(order):
+        lo = (last[order[i - 1]] + first[k] + 1) // 2 if i else 0
+        hi = (last[k] + first[order[i + 1]] - 1) // 2 if i + 1 < len(order) else len(voiced) - 1
+        s, e = first[k], last[k]
+        while s - 1 >= lo and voiced[s - 1]:
+            s -= 1
+        while e + 1 <= hi and voiced[e + 1]:
+            e += 1
+        new_first[k], new_last[k] = s, e
+    return new_first, new_last
+
+
+def voiced_frames(audio: np.ndarray, samples_per_frame: float, frames: int) -> np.ndarray:
+    """One bool per CTC frame: is the frame's audio well above the segment's noise floor?
+
+    Frame level in dB; the floor is the 5th percentile of the frames (the segment's pauses and padding),
+    and a frame is voiced when it is more than a quarter of the floor-to-peak range (at least 6 dB) above
+    the floor: clean audio keeps quiet consonants, noisy audio (e.g. 10 dB SNR) does not turn all voiced.
+    """
+    x = np.asarray(audio, dtype=np.float64)
+    bounds = np.minimum(np.round(np.arange(frames + 1) * samples_per_frame).astype(np.int64), len(x))
+    c = np.concatenate([[0.0], np.cumsum(x * x)])
+    counts = np.maximum(bounds[1:] - bounds[:-1], 1)
+    power = np.maximum((c[bounds[1:]] - c[bounds[:-1]]) / counts, 0.0)
+    db = 10.0 * np.log10(np.maximum(power, 1e-10))
+    if not len(db):
+        return np.zeros(0, dtype=bool)
+    floor, peak = float(np.percentile(db, 5)), float(db.max())
+    return db > floor + max(6.0, 0.25 * (peak - floor))
 
 
 def ctc_frame_seconds(model: object, sampling_rate: int, num_samples: int, num_frames: int) -> float:
@@ -205,14 +252,22 @@ def ctc_log_probs(model: object, feature_extractor: object, audio: np.ndarray) -
 
 
 def word_timestamps(
-    model: object, feature_extractor: object, audio: np.ndarray, text: str, offset: float = 0.0
+    model: object,
+    feature_extractor: object,
+    audio: np.ndarray,
+    text: str,
+    offset: float = 0.0,
+    extend: bool = True,
 ) -> WordAlignment:
     """Word times for `text` (the final hypothesis of `audio`) from `model`'s CTC head.
 
+    `extend`: grow words from their CTC frames over the voiced audio around them (`extend_over_voiced`).
     Raises ValueError when the model has no CTC head (callers should check `config.ctc_vocab` first).
     """
     config = model.config  # type: ignore[attr-defined]
     if not getattr(config, "ctc_vocab", None):
         raise ValueError("word timestamps need a model trained with a CTC head (config.ctc_vocab is empty)")
     lp, frame_seconds = ctc_log_probs(model, feature_extractor, audio)
-    return align_words(lp, text, config.ctc_vocab, config.ctc_units, frame_seconds, offset)
+    sr = int(feature_extractor.sampling_rate)  # type: ignore[attr-defined]
+    voiced = voiced_frames(audio, frame_seconds * sr, len(lp)) if extend else None
+    return align_words(lp, text, config.ctc_vocab, config.ctc_units, frame_seconds, offset, voiced)
