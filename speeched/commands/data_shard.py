@@ -6,6 +6,13 @@ from typing import Annotated
 
 import typer
 
+from speeched.commands import options
+
+EPILOG = options.epilog(
+    "speeched data shard data/train.jsonl --out data/train-shards --flac",
+    "speeched data shard data/cv-arrow --source-format datasets --out s3-staging/cv --shard-size 1GB",
+)
+
 
 def command(
     source: Annotated[str, typer.Argument(help="JSONL/CSV/TSV manifest, audiofolder dir, or datasets path")],

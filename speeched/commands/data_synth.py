@@ -6,11 +6,19 @@ from pathlib import Path
 
 import typer
 
+from speeched.commands import options
+
 
 def _split_list(values: list[str] | None) -> list[str]:
     """Repeatable, comma-separated option values; "none" alone means an empty list."""
     items = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
     return [] if items == ["none"] else items
+
+
+EPILOG = options.epilog(
+    "speeched data synth --out data/digits --kind digits --num 2000",
+    "speeched data synth --out data/en-de --kind sentences --num 1000 --noise",
+)
 
 
 def command(

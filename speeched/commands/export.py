@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
+from speeched.commands import options
+
 TARGETS = ("transformers", "onnx")
+
+EPILOG = options.epilog(
+    "speeched export runs/demo/best runs/demo/hf --to transformers",
+    "speeched export runs/demo/best runs/demo/onnx --to onnx --quantize int8",
+)
 
 
 def command(
@@ -33,8 +40,8 @@ def command(
     private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repo as private."),
 ) -> None:
     """Export MODEL to OUT; warns about everything that changes (e.g. a dropped CTC head). Exit 2 on bad input."""
-    from speeched.errors import UsageError
     from speeched.commands.logging_setup import setup_logging
+    from speeched.errors import UsageError
 
     setup_logging()
     if to not in TARGETS:
