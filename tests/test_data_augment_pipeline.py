@@ -233,3 +233,36 @@ def test_cache_variant(corpus):
     assert ds.cache_variant(SampleKey(1, 4, (2,))) != ds.cache_variant(SampleKey(1, 4))
     # epochs e and e + copies: the same augmented audio, so a cache keyed by the variant is exact
     np.testing.assert_array_equal(ds[SampleKey(1, 4)]["array"], ds[SampleKey(1, 7)]["array"])
+
+
+def test_feature_cache_keeps_copies_versions_and_skips_fresh_augmentation(corpus, tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from speeched.data.feature_cache import CachedFeatureDataset, FeatureCache
+
+    fe = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=SR, do_normalize=True, return_attention_mask=True
+    )
+    aug = noisy(p=0.5).model_copy(update={"copies": 2})
+    ds, sampler = make(corpus, aug)
+    cache = FeatureCache(tmp_path / "fc", fe, "input_values")
+    cached = CachedFeatureDataset(ds, cache)
+    per_epoch = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        keys = [k for b in sampler for k in b]
+        before = cache.extracted
+        items = {k: cached[k] for k in keys}
+        per_epoch.append(cache.extracted - before)
+        for k in keys[:4]:  # what the cache gives is the features of exactly this epoch's augmented audio
+            want, _ = cache.extract(ds[k]["array"])
+            np.testing.assert_allclose(np.asarray(items[k]["features"]), want, rtol=1e-6, atol=1e-6)
+            assert items[k]["utterance"].text == ds[k]["utterance"].text and items[k]["id"] == ds[k]["id"]
+    assert per_epoch[0] > 0 and per_epoch[1] > 0
+    assert per_epoch[2] == 0 and per_epoch[3] == 0  # epochs 2, 3 = versions 0, 1: all read back
+    # without `copies` nothing is cached: every epoch is a fresh augmentation
+    fresh = CachedFeatureDataset(
+        SpeechDataset(corpus, SR, augment=noisy(), seed=7), FeatureCache(tmp_path / "f2", fe, "input_values")
+    )
+    item = fresh[SampleKey(0, 0)]
+    assert "array" in item and "features" not in item and fresh.cache.extracted == 0

@@ -137,6 +137,7 @@ class SpeechDataset(Dataset):
                     [(x, u.text) for u, x in parts], rng, self.augment.concat.pause, self.sampling_rate
                 )
                 item["utterance"] = _joined(parts, text, len(audio) / self.sampling_rate)
+                item["id"] = item["utterance"].id  # "a+b": the same on a feature-cache hit
                 item["concat_ids"] = [u.id for u, _ in parts]
         item["array"] = self.augmenter(audio, rng)
         return item

@@ -357,6 +357,7 @@ class StreamingBatches(IterableDataset):
                 extra=dict(item["utterance"].extra),
             )
             item["concat_ids"] = [p["id"] for p in parts]
+            item["id"] = item["utterance"].id
         item["array"] = self.augmenter(audio, rng)
         return item
 
