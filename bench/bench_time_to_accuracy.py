@@ -105,7 +105,7 @@ def run_speeched(a: argparse.Namespace, init: Path, data: Path, heldout: Path, s
         cmd += ["--set", s]
     try:
         subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=a.max_minutes * 60 + 300, check=True
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=a.max_minutes * 60 * 3 + 600, check=True
         )
     except subprocess.TimeoutExpired:
         log(f"speeched seed {seed}: stopped at --max-minutes")
@@ -138,7 +138,7 @@ def run_trainer(a: argparse.Namespace, init: Path, data: Path, heldout: Path, se
     args = ["--worker", "trainer", "--init", str(init), "--data", str(data), "--heldout", str(heldout), "--seed",
             str(seed), "--out", str(out), "--eval-every", str(a.eval_every), "--target", str(a.target),
             "--max-minutes", str(a.max_minutes), "--max-steps", str(a.max_steps)]  # fmt: skip
-    subprocess.run([PY, __file__, *args], cwd=ROOT, check=True, timeout=a.max_minutes * 60 + 600)
+    subprocess.run([PY, __file__, *args], cwd=ROOT, check=True, timeout=a.max_minutes * 60 * 3 + 600)
     return json.loads((out / "tta.json").read_text())
 
 
@@ -246,6 +246,10 @@ def trainer_worker(a: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ main
+def fmt_wer(w: float | None) -> str:
+    return "no evaluation" if w is None else f"{w:.2f}%"
+
+
 def fmt_time(s: float | None) -> str:
     return "not reached" if s is None else f"{s / 60:.1f} min"
 
@@ -305,7 +309,7 @@ def main() -> None:
     for seed, res in per_seed.items():
         s, t = res["speeched"], res["trainer"]
         lines.append(f"| {seed} | {fmt_time(s['time_s'])} | {fmt_time(t['time_s'])} | "
-                     f"{s['best_wer']:.2f}% / {t['best_wer']:.2f}% |")  # fmt: skip
+                     f"{fmt_wer(s['best_wer'])} / {fmt_wer(t['best_wer'])} |")  # fmt: skip
     med = {}
     for side in ("speeched", "trainer"):
         times = [r[side]["time_s"] for r in per_seed.values()]

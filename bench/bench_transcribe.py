@@ -123,9 +123,12 @@ def pipeline_model(model_dir: Path, work: Path) -> tuple[object, str]:
     except ExportError as err:
         from speeched.inference import load_inference_model
 
-        why = str(err).split(":")[1].strip()[:120] if ":" in str(err) else str(err)[:120]
+        why = " ".join(str(err).split())[:160]
         im = load_inference_model(model_dir, "cpu")
-        return im.model.eval(), f"speeched's model object (not exportable to transformers: {why} ...)"
+        return (
+            im.model.eval(),
+            f"speeched's own model object, the same weights (`speeched export` refused: {why} ...)",
+        )
 
 
 def run_pipeline(
