@@ -9,19 +9,21 @@ dataset derives that generator from (seed, epoch, sample index), e.g.
 augmentation whichever worker handles it, and a resumed run reproduces it exactly (`item_rng`).
 With a feature cache, set `copies` and key the cache by (index, epoch % copies).
 
-How a dataset uses it (in ``__getitem__(index)``)::
+How the pipeline uses it (speeched.data.sampler / dataset / streaming):
 
-    rng = item_rng(seed, epoch, index, config.copies)   # == np.random.default_rng([seed, epoch, index])
-    audio, text = load(index)
-    n = augmenter.concat_count(rng)                      # 1 (no concatenation), 2 or 3
-    if n > 1:
-        others = [load(int(j)) for j in rng.integers(len(self), size=n - 1)]
-        audio, text = augmenter.concatenate([(audio, text), *others], rng)
-    audio = augmenter(audio, rng)                        # speed -> reverb -> noise -> gain
+- `DurationBucketSampler(..., augment=cfg)` yields `SampleKey(index, epoch, partners, copy)`; the epoch
+  travels with the key into the DataLoader workers. Concatenation is decided there: `concat_groups`
+  groups an epoch's utterances (same source, 2..max_items with probability p) and the sampler packs the
+  groups by `unit_seconds` (utterances + the longest pause per gap), so the batch budget holds.
+- `SpeechDataset(..., augment=cfg, seed=s)[key]` loads the utterance and its partners, joins them with
+  `concatenate` (transcripts and translations with a space) and applies `Augmenter` with
+  `key_rng(s, key, cfg.copies)` (== `item_rng(s, epoch, index, copies)` for a first copy).
+- The streaming loader does the same per pool: partners from the same pool, rng from (seed, pass,
+  source, shard, row).
 
-Concatenation changes the transcript, so it must happen where the text is still a string (before
-tokenisation); duration-bucketed samplers see the original durations, and
-`ConcatConfig.max_duration` bounds how long a joined item may get.
+Concatenation changes the transcript, so it happens where the text is still a string (before
+tokenisation). Speed perturbation with factors < 1 is the one stage that lengthens an item after the
+batch was packed: a batch may exceed its `max_duration` by at most 1 / min(speed.factors).
 
 Libraries: audiomentations does the noise (`AddColorNoise` for generated white/pink/brown noise,
 `AddBackgroundNoise` for a folder of noise files) and the gain (`Gain`). audiomentations draws its
