@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from export_helpers import audio_model_dir, waveforms
+from export_helpers import audio_model_dir, set_decoding, waveforms
 from typer.testing import CliRunner
 
 from speeched.cli import app
@@ -85,3 +85,18 @@ def test_onnx_backend_refuses_what_it_cannot_do(models: tuple[Path, Path], recor
     assert res.exit_code == 2 and "--backend 'tf' is not one of torch, onnx" in res.output
     with pytest.raises(UsageError, match="greedily"):
         transcribe_files(onnx_dir, recordings, TranscribeOptions(DecodeOptions(num_beams=2), backend="onnx"))
+
+
+def test_onnx_backend_says_it_decodes_greedily_a_model_validated_otherwise(
+    models: tuple[Path, Path], recordings: list[str], tmp_path: Path
+) -> None:
+    import shutil
+
+    onnx_dir = tmp_path / "onnx"
+    shutil.copytree(models[1], onnx_dir)
+    set_decoding(onnx_dir, num_beams=4, ctc_weight=0.5)
+    args = ["transcribe", recordings[1], "-m", str(onnx_dir), "--backend", "onnx", "--segment", "energy"]
+    res = CliRunner().invoke(app, [*args, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "decodes greedily; the model was validated with 4 beams and ctc_weight 0.5" in res.stderr
+    assert res.stdout.strip()

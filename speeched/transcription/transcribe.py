@@ -18,7 +18,7 @@ from typing import TextIO
 from speeched.errors import PartialFailure, UsageError
 from speeched.inference import InferenceModel, load_inference_model
 from speeched.inference.onnx_backend import OnnxSpeechModel, load_onnx_model
-from speeched.inference.onnx_decode import check_onnx_options
+from speeched.inference.onnx_decode import check_onnx_options, onnx_model_config
 from speeched.transcription.formats import Transcript, render
 from speeched.transcription.inputs import FailedFile, expand_inputs, probe
 from speeched.transcription.output import plan_outputs, write_atomic, write_stdout
@@ -116,6 +116,14 @@ def transcribe_files(
             "warning: this model has no language prefix (decoder_prompt: none), so --src-lang/--tgt-lang "
             "change nothing; see docs/languages.md"
         )
+    if isinstance(im, OnnxSpeechModel):
+        validated = onnx_model_config(im).get("decoding") or {}
+        if validated.get("num_beams", 1) > 1 or validated.get("ctc_weight", 0.0):
+            say(
+                f"note: the ONNX backend decodes greedily; the model was validated with "
+                f"{validated.get('num_beams', 1)} beams and ctc_weight {validated.get('ctc_weight', 0.0)} "
+                "(--backend torch decodes that way)"
+            )
     summary = TranscribeSummary(failed=list(failures))
     for result in transcriber.run(paths):
         if isinstance(result, FailedFile):
