@@ -240,3 +240,63 @@ def test_feature_cache_run_reuses_features_on_resume(tmp_path, corpus):
     assert yaml.safe_load((out / "checkpoints" / "step-00000003" / "recipe.yaml").read_text())["data"][
         "feature_cache"
     ]
+
+
+@pytest.fixture(scope="module")
+def card_run(tmp_path_factory):
+    """A 2-step run of a CTC model on a `data synth`-like corpus (corpus.json beside the manifests), with
+    averaging, under the default umask 022."""
+    tmp = tmp_path_factory.mktemp("card")
+    corpus = tone_corpus(tmp / "corpus", num=8, dev=3)
+    (corpus / "corpus.json").write_text(json.dumps({"splits": {}}))
+    recipe = write_tiny_recipe(
+        tmp, corpus, model={"ctc_weight": 0.3}, eval={"every_steps": 2, "max_new_tokens": 3, "ctc_weight": 0.3},
+        checkpoint={"every_steps": 1, "keep_last": 5, "average_last": 2},
+    )  # fmt: skip
+    old = os.umask(0o022)
+    try:
+        result = _invoke("train", str(recipe), "--output-dir", str(tmp / "run"))
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    return tmp / "run"
+
+
+def test_weights_we_write_get_the_umask_mode(card_run):
+    for path in [
+        card_run / "best" / "model.safetensors",
+        card_run / "averaged" / "model.safetensors",
+        card_run / "checkpoints" / "step-00000002" / "model" / "model.safetensors",
+    ]:
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_best_and_averaged_carry_a_model_card(card_run):
+    card = (card_run / "best" / "README.md").read_text()
+    info = json.loads((card_run / "best" / "model_card.json").read_text())
+    assert info["task"] == "asr" and info["synthetic"] is True
+    assert info["encoder"].endswith("speech2text") or "speech2text" in info["encoder"]
+    assert info["decoder"] == write_tiny_recipe.__globals__["minilm_path"]()
+    roles = {(d["name"], d["role"]): d for d in info["data"]}
+    train, dev = roles[("train", "train")], roles[("dev", "dev")]
+    rows = [
+        json.loads(line) for line in (card_run.parent / "corpus" / "train.jsonl").read_text().splitlines()
+    ]
+    assert train["utterances"] == 8 and dev["utterances"] == 3
+    assert train["hours"] == pytest.approx(sum(r["duration"] for r in rows) / 3600, abs=1e-4)
+    assert info["recipe"]["model"]["ctc_weight"] == 0.3 and info["recipe"]["checkpoint"]["average_last"] == 2
+    wers = {m["decoding"]["ctc_weight"]: m for m in info["metrics"] if m["metric"] == "wer"}
+    assert set(wers) == {0.3, 0.0}  # joint CTC/attention (as selected) and attention-only, measured once
+    normalizer = info["recipe"]["eval"]["normalizer"]
+    assert normalizer and all(m["normalizer"] == normalizer and m["dataset"] == "dev" for m in wers.values())
+    assert wers[0.3]["value"] == pytest.approx(
+        json.loads((card_run / "best" / "best.json").read_text())["value"] / 100
+    )
+    c = info["compute"]
+    assert c["device"] == "cpu" and c["processes"] == 1 and c["steps"] == 2 and c["precision"] == "no"
+    assert c["wall_seconds"] > 0
+    assert "## Data" in card and "| train | train |" in card and "synthetic" in card.lower()
+    averaged = json.loads((card_run / "averaged" / "config.json").read_text())
+    best = json.loads((card_run / "best" / "config.json").read_text())
+    assert averaged["training_durations"] == best["training_durations"]
+    assert (card_run / "averaged" / "README.md").is_file()

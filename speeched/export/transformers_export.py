@@ -41,6 +41,7 @@ from speeched.export.common import (
 )
 from speeched.export.model_card import write_model_card
 from speeched.inference.features import featurize
+from speeched.modeling.model_dir import match_umask
 
 logger = logging.getLogger("speeched")
 
@@ -208,6 +209,7 @@ def export_transformers(model_dir: Path, out: Path, allow_lossy: bool = False) -
     try:
         ref.save_pretrained(str(tmp), safe_serialization=True)
         copy_assets(model_dir, tmp)
+        match_umask(tmp)  # safetensors writes 0600: the umask's mode like every other file
         reloaded = AutoModelForSpeechSeq2Seq.from_pretrained(str(tmp)).eval()
         if type(reloaded).__name__ != "SpeechEncoderDecoderModel":
             raise RuntimeError(f"transformers reloaded the export as {type(reloaded).__name__}")

@@ -38,7 +38,7 @@ from safetensors.torch import load_file
 
 from speeched.errors import SpeechedError
 from speeched.modeling.finetune import merge_lora
-from speeched.modeling.model_dir import save_model_dir
+from speeched.modeling.model_dir import match_umask, save_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,7 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             write_fn(tmp)
+            match_umask(tmp)  # safetensors writes 0600: the umask's mode like every other file
             files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
             meta = {"step": step, "time": time.time(), "files": files, "score": score}
             _write_durable(tmp / META, json.dumps(meta, indent=1))
@@ -335,6 +336,7 @@ def atomic_export(out: Path, write: Callable[[Path], Any]) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     write(tmp)
+    match_umask(tmp)  # safetensors writes 0600; everything we export gets the umask's mode (0644)
     old = out.with_name(f".old-{out.name}")
     if out.exists():
         if old.exists():

@@ -16,14 +16,16 @@ def evaluate_dev_sets(
     dev_sets: list[tuple[str, list[Any]]],
     recipe: Any,
     device: Any,
+    ctc_weight: float | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """{dev name: metrics} with the recipe's `eval` decoding; the model is left in the mode it was in."""
+    """{dev name: metrics} with the recipe's `eval` decoding (`ctc_weight` overrides its CTC weight); the
+    model is left in the mode it was in."""
     was_training = model.training
     model.eval()
     e = recipe.eval
     opts = DecodeOptions(
         num_beams=e.num_beams,
-        ctc_weight=e.ctc_weight,
+        ctc_weight=e.ctc_weight if ctc_weight is None else ctc_weight,
         max_duration=e.max_duration,
         max_new_tokens=e.max_new_tokens,
         device=str(device),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from speeched.data.audio import load_audio
@@ -25,18 +26,22 @@ def dry_run(recipe: Any, resume: str | None = None) -> str:
     lines = [f"task: {recipe.task}", f"output_dir: {recipe.output_dir}", *run.lines]
     if run.resume_from is not None:
         lines.append(f"resume from: {run.resume_from.path} (step {run.resume_from.step})")
-    hours = sum(u.duration or 0 for u in run.train_utts) / 3600
+    hours = float(np.nansum(run.data.durations)) / 3600  # the table's column; a sample's when streamed
     n = sum(p.numel() for p in model.parameters())
     cfg = model.config
     ctc = f"on (λ={cfg.ctc_weight:.2f}, {len(cfg.ctc_vocab)} units)" if cfg.ctc_vocab else "off"
     if getattr(model, "init_report", None):
         lines.append(format_init_report(model.init_report))
-    lines += smoke_run(run, run.train_utts[:2])
+    lines += (
+        smoke_run(run, run.train_utts[:2])
+        if run.train_utts is not None
+        else ["smoke run: skipped (streamed data: the first batch comes from the stream's workers)"]
+    )
     lines += [
         f"model: {cfg.encoder.model_type} encoder + {cfg.decoder.model_type} decoder, {n / 1e6:.1f} M parameters, "
         f"coupling={cfg.coupling}, ctc={ctc}",
         f"special tokens: start={cfg.decoder_start_token_id} eos={cfg.eos_token_id} pad={cfg.pad_token_id}",
-        f"training audio: {hours:.2f} h (durations {run.training_durations}); batches of "
+        f"training audio: {hours:.2f} h{' in the sampled rows' if run.streamed else ''} (durations {run.training_durations}); batches of "
         f"≤{recipe.data.batching.max_duration} s",
         f"steps: {run.total_steps}, grad_accum={recipe.train.grad_accum}, lr groups={recipe.optim.group_lrs()}",
         unfreeze_plan(recipe, model),

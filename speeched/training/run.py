@@ -16,6 +16,7 @@ import errno
 import logging
 import math
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,18 +29,20 @@ from speeched.data.dataset import SpeechDataset
 from speeched.data.feature_cache import CachedFeatureDataset, FeatureCache
 from speeched.data.records import Utterance
 from speeched.data.sampler import DurationBucketSampler
-from speeched.data.scan import BadAudioError, scan, write_report
-from speeched.data.sources import load_source
+from speeched.data.scan import write_report
+from speeched.data.stream_loader import build_stream_loader
+from speeched.data.stream_source import StreamSourceError
 from speeched.data.text import build_normalizer
 from speeched.errors import SpeechedError
 from speeched.modeling.prompting import PromptError, decoder_prompt, describe
-from speeched.training.build import apply_finetune_recipe, build_model, target_texts, training_collator
+from speeched.training.build import apply_finetune_recipe, build_model, training_collator
 from speeched.training.checkpoint import (
     Checkpoint,
     CheckpointManager,
     check_checkpoint_fits,
     duration_summary,
 )
+from speeched.training.data_setup import DataSetupError, TrainData, load_train_data
 from speeched.training.metrics_log import available_trackers
 from speeched.training.optim import build_optimizer, build_param_groups, build_scheduler, unfreeze_stages
 from speeched.training.recipe import LOWER_IS_BETTER, TASK_METRICS
@@ -62,10 +65,10 @@ class Run:
     tokenizer: Any
     feature_extractor: Any
     collator: Any
-    train_utts: list[Utterance]
-    dev_sets: list[tuple[str, list[Utterance]]]
-    sampler: DurationBucketSampler
-    loader: torch.utils.data.DataLoader
+    data: TrainData
+    dev_sets: list[tuple[str, Sequence[Utterance]]]
+    sampler: Any  # DurationBucketSampler, or the StreamLoader (set_epoch, len) when streamed
+    loader: Any  # torch DataLoader, or the StreamLoader
     total_steps: int
     optimizer: Any
     scheduler: Any
@@ -74,6 +77,16 @@ class Run:
     training_durations: dict[str, float]
     resume_from: Checkpoint | None = None
     lines: list[str] = field(default_factory=list)  # what was printed, for the dry run's plan
+    stream_state: Callable[[], dict[str, Any]] | None = None  # streamed: this rank's resume state
+    stream_load: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def train_utts(self) -> Sequence[Utterance] | None:
+        return self.data.utts
+
+    @property
+    def streamed(self) -> bool:
+        return self.data.streamed
 
     @property
     def is_main(self) -> bool:
@@ -135,38 +148,6 @@ def check_resume(
     return manager.resolve_resume(resume) if resume else None
 
 
-def scan_data(r: Any, normalize: Any, say: Any) -> tuple[list[Utterance], list[int], list[Any], list]:
-    """Scan every train/dev source: (train utterances, source index of each, dev sets, unusable entries)."""
-    train_utts: list[Utterance] = []
-    source_ids: list[int] = []  # which data.train entry each kept utterance came from (for the weights)
-    bad = []  # every source's unusable entries, written once (scans must not overwrite each other)
-    for k, src in enumerate(r.data.train):
-        try:
-            res = scan(
-                load_source(src),
-                src.filters,
-                task=r.task,
-                on_bad_audio=r.data.on_bad_audio,
-                normalize_target=normalize,
-            )
-        except BadAudioError as err:  # one line: the scan's own message names the files
-            text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-            raise TrainingError(f"data.train[{k}] {src.path}: {text}") from None
-        bad.extend(res.bad)
-        say(f"train {src.name or src.path}: {res.summary()}")
-        source_ids.extend([k] * len(res.kept))
-        train_utts.extend(res.kept)
-    dev_sets = []
-    for src in r.data.dev:
-        res = scan(load_source(src), src.filters, task=r.task, on_bad_audio="skip")
-        bad.extend(res.bad)
-        say(f"dev {src.name or src.path}: {res.summary()}")
-        dev_sets.append(
-            (src.name or Path(src.path).stem, res.kept[: r.eval.limit] if r.eval.limit else res.kept)
-        )
-    return train_utts, source_ids, dev_sets, bad
-
-
 def prepare_run(
     recipe: Any,
     resume: str | None = None,
@@ -198,16 +179,20 @@ def prepare_run(
     # 2. data
     set_seed(r.train.seed)
     normalize = build_normalizer(r.data.target_normalization)
-    train_utts, source_ids, dev_sets, bad = scan_data(r, normalize, say)
+    try:
+        data = load_train_data(r, normalize, say)
+    except DataSetupError as err:
+        raise TrainingError(str(err)) from None
+    bad, dev_sets = data.bad, data.dev_sets
     if acc.is_main_process and not dry_run:
         write_report(bad, str(out))
         if bad:
             say(f"{len(bad)} unusable entries skipped: see {out / 'bad_audio.jsonl'}")
-    if not train_utts:
+    if data.utts is not None and not len(data.utts):
         raise TrainingError("no usable training utterances: see the scan summary above (and bad_audio.jsonl)")
 
     # 3. model. The CTC vocabulary covers transcripts (the CTC head is trained on them, for st too).
-    texts = [normalize(x) if normalize else x for x in target_texts(train_utts, "asr")]
+    texts = [normalize(x) if normalize else x for x in data.texts]
     try:
         loaded = build_model(r, texts)
     except (ValueError, FileNotFoundError) as err:
@@ -224,7 +209,7 @@ def prepare_run(
     say(f"parameters: {n_train / 1e6:.2f} M trainable of {n_all / 1e6:.2f} M ({r.finetune.method})")
     prompt = decoder_prompt(model, tokenizer)
     try:  # every example's language resolves to a prefix, or training stops before step 1
-        prompt.check([*train_utts, *(u for _, utts in dev_sets for u in utts)])
+        prompt.check(data.examples)  # one utterance per distinct (lang, tgt_lang), dev sets included
     except PromptError as err:
         raise TrainingError(str(err)) from None
     say(describe(prompt.spec, tokenizer))
@@ -233,34 +218,14 @@ def prepare_run(
     collator = training_collator(model, tokenizer, fe, r.task, normalize)
     sr = int(fe.sampling_rate)
     report_dir = str(out) if acc.is_main_process and not dry_run else None
-    dataset: Any = SpeechDataset(train_utts, sr, on_bad_audio=r.data.on_bad_audio, report_dir=report_dir)
-    if r.data.feature_cache:
-        dataset = CachedFeatureDataset(dataset, FeatureCache(out / "feature_cache", fe, collator.input_name))
-    b = r.data.batching
-    sampler = DurationBucketSampler(
-        [u.duration or 0.0 for u in train_utts],
-        max_duration=b.max_duration,
-        max_batch_size=b.max_batch_size,
-        shuffle=b.shuffle,
-        drop_last=b.drop_last,
-        seed=r.train.seed,
-        rank=acc.process_index,
-        world_size=acc.num_processes,
-        source_ids=source_ids,
-        source_weights=[src.weight for src in r.data.train],
-    )
-    mix = sampler.source_mix([src.name or Path(src.path).stem for src in r.data.train])
-    if len(mix) > 1 or sampler.weighted:  # what a (weighted) epoch is made of; `epochs:` counts these
-        parts = [
-            f"{m['source']} x{m['weight']:g} = {m['utterances_per_epoch']} utts ({m['share']:.0%}, "
-            f"{m['hours_per_epoch']:.2f} h)"
-            for m in mix
-        ]
-        say("train mix per epoch: " + ", ".join(parts))
-    # Not passed to accelerator.prepare: the sampler already shards by rank (and resumes mid-epoch).
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collator, num_workers=b.num_workers
-    )
+    if data.streamed:
+        loader, stream_state, stream_load = stream_pipeline(
+            r, acc, collator, sr, None if dry_run else str(out)
+        )
+        sampler: Any = loader
+    else:
+        sampler, loader = map_pipeline(r, acc, data, collator, fe, sr, report_dir, say)
+        stream_state = stream_load = None
     if overfit_batch:
         total = overfit_batch
     elif r.train.max_steps:
@@ -293,7 +258,7 @@ def prepare_run(
         tokenizer=tokenizer,
         feature_extractor=fe,
         collator=collator,
-        train_utts=train_utts,
+        data=data,
         dev_sets=dev_sets,
         sampler=sampler,
         loader=loader,
@@ -302,7 +267,68 @@ def prepare_run(
         scheduler=scheduler,
         unfreeze=unfreeze,
         trackers=trackers,
-        training_durations=duration_summary([u.duration or 0.0 for u in train_utts]),
+        training_durations=duration_summary(data.durations),
         resume_from=resume_from,
         lines=lines,
+        stream_state=stream_state,
+        stream_load=stream_load,
     )
+
+
+def stream_pipeline(r: Any, acc: Any, collator: Any, sr: int, report_dir: str | None) -> tuple[Any, Any, Any]:
+    """The streamed loader (`speeched.data.stream_loader`): it shards by rank and worker itself and keeps
+    its own resume state (not passed to accelerator.prepare); the collator runs in its workers."""
+    b = r.data.batching
+    aug = r.data.augment if r.data.augment.enabled else None
+    try:
+        return build_stream_loader(
+            r.data.train, sampling_rate=sr, rank=acc.process_index, world_size=acc.num_processes,
+            num_workers=b.num_workers, seed=r.train.seed, max_duration=b.max_duration,
+            max_batch_size=b.max_batch_size, task=r.task, collate_fn=collator, report_dir=report_dir,
+            augment=aug,
+        )  # fmt: skip
+    except StreamSourceError as err:
+        raise TrainingError(f"data.train: {err}") from None
+
+
+def map_pipeline(
+    r: Any, acc: Any, data: TrainData, collator: Any, fe: Any, sr: int, report_dir: str | None, say: Any
+) -> tuple[DurationBucketSampler, torch.utils.data.DataLoader]:
+    """Dataset (augmentation on the train set only), feature cache, duration-bucket sampler, DataLoader."""
+    aug = r.data.augment if r.data.augment.enabled else None
+    dataset: Any = SpeechDataset(
+        data.utts, sr, on_bad_audio=r.data.on_bad_audio, report_dir=report_dir, augment=aug, seed=r.train.seed
+    )
+    if r.data.feature_cache and aug is not None and aug.copies is None:
+        say("feature cache off: data.augment changes the audio every epoch (set data.augment.copies to cache "
+            "that many augmented versions of each utterance)")  # fmt: skip
+    elif r.data.feature_cache:  # keyed by the augmented version (SpeechDataset.cache_variant)
+        cache = FeatureCache(Path(r.output_dir) / "feature_cache", fe, collator.input_name)
+        dataset = CachedFeatureDataset(dataset, cache)
+    b = r.data.batching
+    sampler = DurationBucketSampler(
+        data.durations,  # the table's column (no Utterance built)
+        max_duration=b.max_duration,
+        max_batch_size=b.max_batch_size,
+        shuffle=b.shuffle,
+        drop_last=b.drop_last,
+        seed=r.train.seed,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+        source_ids=data.utts.source_ids,
+        source_weights=[src.weight for src in r.data.train],
+        augment=aug,
+    )
+    mix = sampler.source_mix([src.name or Path(src.path).stem for src in r.data.train])
+    if len(mix) > 1 or sampler.weighted:  # what a (weighted) epoch is made of; `epochs:` counts these
+        parts = [
+            f"{m['source']} x{m['weight']:g} = {m['utterances_per_epoch']} utts ({m['share']:.0%}, "
+            f"{m['hours_per_epoch']:.2f} h)"
+            for m in mix
+        ]
+        say("train mix per epoch: " + ", ".join(parts))
+    # Not passed to accelerator.prepare: the sampler already shards by rank (and resumes mid-epoch).
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collator, num_workers=b.num_workers
+    )
+    return sampler, loader

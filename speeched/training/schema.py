@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from speeched.data.augment import AugmentConfig
 from speeched.data.config import Batching, DataSource, StrictModel
 from speeched.modeling.prompting import TEMPLATE_FIELDS
 from speeched.training.overrides import format_path
@@ -135,6 +136,11 @@ class DataConfig(StrictModel):
         "skip", description="unreadable audio: count and skip, or stop"
     )
     feature_cache: bool = Field(False, description="cache extracted features on disk between epochs")
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="training-time waveform augmentation (train sources only; dev is never augmented). "
+        "With feature_cache, set augment.copies so augmented versions can be cached",
+    )
 
     @field_validator("target_normalization")
     @classmethod

@@ -26,16 +26,16 @@ import torch
 from accelerate.utils import gather_object
 
 from speeched.errors import EXIT_INTERRUPTED, SpeechedError
-from speeched.training.averaging import average_last_checkpoints
+from speeched.training.batches import load_loader_state, loader_state, next_batch
 from speeched.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
-    export_model,
     read_training_checkpoint,
     restore_rng_state,
     write_training_checkpoint,
 )
-from speeched.training.dev_eval import best_record, evaluate_dev_sets, improves
+from speeched.training.dev_eval import evaluate_dev_sets, improves
+from speeched.training.exports import RunExports
 from speeched.training.metrics_log import RunLog
 from speeched.training.optim import drop_frozen_gradients, parameters_without_gradient, unfreezing_lines
 from speeched.training.plots import plot_training_curves
@@ -77,6 +77,7 @@ class Trainer:
         run = self.run = prepare_run(self.recipe, self.resume, self.overfit_batch)
         self.accelerator, self.is_main, self.print = run.accelerator, run.is_main, run.accelerator.print
         self.sampler, self.loader, self.total_steps = run.sampler, run.loader, run.total_steps
+        self.exports = RunExports(run, self.out)
         prepared = self.accelerator.prepare(run.model, run.optimizer, run.scheduler)
         self.model, self.optimizer, self.scheduler = prepared
         if run.resume_from is not None:
@@ -87,7 +88,7 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batches_in_epoch": self.batches_in_epoch,
-            "sampler": self.sampler.state_dict(batches_consumed=self.batches_in_epoch),
+            **loader_state(self.run, self.batches_in_epoch),
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "best": self.best,
             "world_size": self.accelerator.num_processes,
@@ -96,9 +97,10 @@ class Trainer:
     def save_checkpoint(self, score: float | None = None, rng: dict[str, Any] | None = None) -> None:
         rng_states = gather_object([rng or capture_rng_state()])
         state = self.trainer_state()
+        if self.run.streamed:  # every rank's stream position, buffers and RNG (written by rank 0)
+            state["stream"] = gather_object([state["stream"]])
         if self.is_main:
             model = self.accelerator.unwrap_model(self.model)
-
             args = (model, self.optimizer, self.scheduler, rng_states, state, self.recipe.to_yaml())
             write = partial(write_training_checkpoint, *args)  # write(tmp_dir)
             self.run.manager().save(self.step, write, score=score)
@@ -111,13 +113,12 @@ class Trainer:
             Path(path), acc.unwrap_model(self.model), self.optimizer, self.scheduler,
             acc.num_processes, acc.process_index,
         )  # fmt: skip
-        # The RNG is restored by fit() right before the first step: creating the DataLoader iterator draws
-        # from torch's RNG, which the uninterrupted run did before this point.
+        # fit() restores the RNG once the DataLoader iterator exists (creating it draws from torch's RNG).
         self.step, self.epoch = state["step"], state["epoch"]
         self.batches_in_epoch, self.best = state["batches_in_epoch"], state["best"]
         self.nonfinite_in_a_row = state["nonfinite_in_a_row"]
         try:
-            self.sampler.load_state_dict(state["sampler"])
+            load_loader_state(self.run, state, acc.process_index)
         except ValueError as err:
             raise CheckpointError(f"cannot resume from {path}: {err}") from None
         self.saved_step = self.step
@@ -134,11 +135,6 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return results
 
-    def export(self, out: Path) -> Path:
-        r = self.run
-        model = self.accelerator.unwrap_model(self.model)
-        return export_model(out, model, r.tokenizer, r.feature_extractor, self.recipe, r.training_durations)
-
     def eval_and_export(self, log: RunLog) -> float | None:
         """Score the dev sets; the first one's selection metric decides whether `best/` is replaced."""
         results = self.evaluate()
@@ -151,8 +147,7 @@ class Trainer:
         if first is not None:
             if improves(self.best, first, mode):
                 self.best = {"metric": name, "value": first, "step": self.step}
-                self.export(self.out / "best")
-                (self.out / "best" / "best.json").write_text(json.dumps(best_record(self.best), indent=2))
+                self.exports.best(self.accelerator.unwrap_model(self.model), self.step, results, self.best)
             if self.recipe.log.plots:
                 plot_training_curves(self.out / "metrics.jsonl", self.out / "plots")
         return first
@@ -162,13 +157,16 @@ class Trainer:
         out = []
         while len(out) < self.recipe.train.grad_accum:
             try:
-                batch = next(it[0])
+                batch = next_batch(it[0])  # audio broken since the scan: one line, or reported and skipped
             except StopIteration:
                 self.epoch, self.batches_in_epoch = self.epoch + 1, 0
                 self.sampler.set_epoch(self.epoch)
                 it[0] = iter(self.loader)
                 continue
             self.batches_in_epoch += 1
+            if self.pending_rng is not None:  # streamed: its workers started (drawing a seed) just now
+                restore_rng_state(self.pending_rng)
+                self.pending_rng = None
             self.ids_seen.setdefault(self.epoch, set()).update(batch["ids"])
             out.append(batch)
         return out
@@ -274,7 +272,7 @@ class Trainer:
         self.model.train()
         self.sampler.set_epoch(self.epoch)
         it = [iter(self.loader)]
-        if self.pending_rng is not None:
+        if self.pending_rng is not None and not self.run.streamed:
             restore_rng_state(self.pending_rng)
             self.pending_rng = None
         fixed = self._micro_batches(it) if self.overfit_batch else None
@@ -301,10 +299,7 @@ class Trainer:
             log.close()
         check_ranks(acc, acc.unwrap_model(self.model), self.ids_seen, self.out)
         if self.is_main and not self.overfit_batch:
-            if not self.run.dev_sets:
-                self.export(self.out / "best")  # nothing to select on: the last model is the best we know
-            if r.checkpoint.average_last:
-                average_last_checkpoints(self.out, r.checkpoint.average_last, self.out / "averaged")
+            self.exports.finish(acc.unwrap_model(self.model), self.step)  # best/ (no dev sets), averaged/
             if r.log.plots:
                 plot_training_curves(self.out / "metrics.jsonl", self.out / "plots")
         acc.wait_for_everyone()
