@@ -96,6 +96,7 @@ def _overrides(recipe_file: Path, root: Path, corpus: Path, enc: str, dec: str) 
             key = f"data.{split}.{i}"
             sets += [f"{key}.path={corpus / file}", f"{key}.format=jsonl", f"{key}.config=null"]
             sets += [f"{key}.split=null", f"{key}.columns.text=text", f"{key}.limit=4"]
+            sets += [f"{key}.streaming=false", f"{key}.epoch_hours=null"]  # the jsonl corpus is not sharded
     return [arg for s in sets for arg in ("--set", s)]
 
 
