@@ -177,12 +177,18 @@ def test_concat_groups_stay_within_source_and_limit():
 def test_augment_off_gives_the_plain_sampler_and_dataset(corpus):
     ds_plain = SpeechDataset(corpus, SR)
     plain = DurationBucketSampler(ds_plain.durations, max_duration=3.0, seed=7, world_size=1, rank=0)
-    off = AugmentConfig()  # everything p=0: keys, but the same batches and the stored audio
-    _, keyed = make(corpus, off)
+    off = AugmentConfig()  # everything p=0 is no augmentation: plain indices, the same batches and state
+    _, same_sampler = make(corpus, off)
     for e in (0, 1):
         plain.set_epoch(e)
-        keyed.set_epoch(e)
-        assert [[k.index for k in b] for b in keyed] == list(plain)
+        same_sampler.set_epoch(e)
+        assert list(same_sampler) == list(plain)
+    assert same_sampler.state_dict() == plain.state_dict()  # older checkpoints still resume
+    keyed = DurationBucketSampler(
+        ds_plain.durations, max_duration=3.0, seed=7, world_size=1, rank=0, augment=noisy()
+    )
+    plain.set_epoch(0)
+    assert [[k.index for k in b] for b in keyed] == list(plain)  # no concatenation: the same batches
     k = SampleKey(5, 3)
     np.testing.assert_array_equal(SpeechDataset(corpus, SR, augment=off)[k]["array"], ds_plain[5]["array"])
 

@@ -200,7 +200,10 @@ class DurationBucketSampler:
         # infinitely many buckets, and `jitter` controls the randomness that coarse buckets would give.
         self.num_buckets = num_buckets
         self.rank, self.world_size = _resolve_world(rank, world_size)
-        self.augment = augment  # not None: yield SampleKeys (the epoch reaches the workers)
+        # Enabled augmentation: yield SampleKeys (the epoch reaches the workers). A config with every
+        # stage off is no augmentation: plain indices and the same state as before, so checkpoints of
+        # runs without `data.augment` still resume.
+        self.augment = augment if augment is not None and augment.enabled else None
         self.concat = augment.concat if augment is not None and augment.concat.p > 0 else None
         self.epoch = 0
         self._skip = 0  # batches of this rank's list already consumed (resume)
