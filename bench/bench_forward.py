@@ -3,11 +3,14 @@
     .venv/bin/python bench/bench_forward.py
 
 wav2vec2 (random init, 4 layers, width 256) + the real MiniLM decoder, batch 8 × 4 s, 12-token labels.
-Both models hold identical weights (ours saved, the reference loads that directory).
+Both models hold identical weights (ours saved, the reference loads that directory). Each operation is
+timed --repeats times per model, interleaved (ours, theirs, ours, ...) after one warm-up call each; the
+table gives medians (min–max).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -18,22 +21,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def timed(fn, repeats: int = 5) -> float:
-    fn()
-    t0 = time.perf_counter()
+def interleaved(fa, fb, repeats: int) -> tuple[list[float], list[float]]:
+    fa(), fb()  # warm-up
+    ta, tb = [], []
     for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - t0) / repeats
+        for f, out in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - t0)
+    return ta, tb
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
     from bench_train import make_model
+    from common import fmt_range, load_average
     from transformers import SpeechEncoderDecoderModel as Reference
 
     from speeched import SpeechEncoderDecoderModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = make_model(Path(tmp))
+        model_dir = make_model(Path(tmp), "w2v")
         ours = SpeechEncoderDecoderModel.from_pretrained(model_dir).eval()
         ref = Reference.from_pretrained(model_dir).eval()
     torch.manual_seed(0)
@@ -57,12 +67,16 @@ def main() -> None:
                 ),
             ),
         ):
-            a, b = timed(lambda fn=fn: fn(ours), 3), timed(lambda fn=fn: fn(ref), 3)
+            a, b = interleaved(lambda fn=fn: fn(ours), lambda fn=fn: fn(ref), args.repeats)
             rows.append((name, a, b))
-    print("| batch 8 x 4 s | speeched (s) | transformers (s) | ratio (ref / ours) |")
+    print(
+        f"{args.repeats} interleaved repeats per model after a warm-up; median (min–max, n); load {load_average()}\n"
+    )
+    print("| batch 8 × 4 s | speeched (s) | transformers (s) | ratio of medians (ref / ours) |")
     print("|---|---:|---:|---:|")
     for name, a, b in rows:
-        print(f"| {name} | {a:.3f} | {b:.3f} | {b / a:.2f}x |")
+        ratio = sorted(b)[len(b) // 2] / sorted(a)[len(a) // 2]
+        print(f"| {name} | {fmt_range(a, 3)} | {fmt_range(b, 3)} | {ratio:.2f}× |")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,10 @@ def flops_per_audio_second(model_dir: Path, composition: str, device: str, dtype
     model = trainer_model(model_dir, composition).to(device).train()
     x = torch.randn(8, 4 * 16000, device=device)
     labels = torch.randint(1000, 2000, (8, 12), device=device)
-    with FlopCounterMode(display=False) as fc, torch.autocast(device_type=device.split(":")[0], dtype=dtype):
+    with (
+        FlopCounterMode(display=False) as fc,
+        torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32),
+    ):
         out = model(input_values=x, labels=labels)
         out.loss.backward()
     return fc.get_total_flops() / 32.0

@@ -149,7 +149,6 @@ def trainer_worker(a: argparse.Namespace) -> None:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    from speeched.data.sources import load_source  # noqa: F401  (imported for parity of startup cost)
     from speeched.evaluation.normalize import get_normalizer
     from speeched.inference import DecodeOptions, InferenceModel, decode
     from speeched.modeling.model_dir import load_model_dir

@@ -39,9 +39,11 @@ def benches(quick: bool) -> list[tuple[str, str, list[str]]]:
         ("padding", "Padding at matched randomness", ["bench/bench_padding.py", *(["--num", "400"] if q else [])]),
         ("transcribe", "Transcription on a trained model: WER next to RTFx",
          ["bench/bench_transcribe.py", "--model", longform_model or DEMO_MODEL, *(["--quick"] if q else [])]),
-        ("forward", "Model forward / generate vs transformers' SpeechEncoderDecoderModel", ["bench/bench_forward.py"]),
+        ("forward", "Model forward / generate vs transformers' SpeechEncoderDecoderModel",
+         ["bench/bench_forward.py", *(["--repeats", "1"] if q else [])]),
         ("loader", "Loader throughput", ["bench/bench_loader.py"]),
-        ("eval", "Eval throughput: duration batches vs fixed batch size", ["bench/bench_eval.py"]),
+        ("eval", "Eval throughput: duration batches vs fixed batch size",
+         ["bench/bench_eval.py", *(["--n", "24", "--repeats", "1"] if q else [])]),
         ("memory", "Memory vs corpus size, manifest start-up",
          ["bench/bench_memory.py", *(["--sizes", "0.01", "--rows", "2000"] if q else [])]),
     ]  # fmt: skip
