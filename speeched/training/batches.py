@@ -13,12 +13,12 @@ from typing import Any
 
 from speeched.data.audio import AudioError
 from speeched.data.streaming import StreamStateError
-from speeched.errors import SpeechedError
+from speeched.training.run import TrainingError
 
 MARK = "AudioError: "
 
 
-class BadAudioDuringTraining(SpeechedError, RuntimeError):
+class BadAudioDuringTraining(TrainingError):
     """A training file became unreadable after the scan and data.on_bad_audio is `error` (exit 2)."""
 
 
