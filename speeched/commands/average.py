@@ -26,7 +26,7 @@ def command(
     ),
 ) -> None:
     """Average float weights (in fp32) of CKPTs; config from the newest."""
-    from speeched.logging_setup import setup_logging
+    from speeched.commands.logging_setup import setup_logging
     from speeched.training.averaging import AveragingError, average_checkpoints
 
     setup_logging()

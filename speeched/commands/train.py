@@ -36,7 +36,7 @@ def command(
     progress: bool | None = options.PROGRESS,
 ) -> None:
     """Fine-tune a model from a YAML recipe."""
-    from speeched.logging_setup import setup_logging
+    from speeched.commands.logging_setup import setup_logging
     from speeched.training.recipe import load_recipe
 
     setup_logging()
