@@ -29,10 +29,11 @@ class SpeechCollator:
     Also returns `ids`, `audio_seconds` (float, unpadded total) and `num_target_tokens` (non-ignored labels)
     for logging and per-token loss normalisation.
 
-    `decoder_prefix(utt)` (speeched.modeling.prompting.DecoderPrompt.for_utterance) gives the forced
-    task/language tokens. They condition the decoder and are never predicted: with `prefix_coupling` they
-    go to `prompt_ids` (the LLM prompt after the speech); otherwise the batch gets explicit
-    `decoder_input_ids = [start] + prefix + target` and the prefix positions of `labels` are -100.
+    `decoder_prompt(utt)` (speeched.modeling.prompting.DecoderPrompt.for_utterance) gives the forced
+    task/language tokens (the "decoder prompt"; "prefix" only ever means prefix coupling). They condition
+    the decoder and are never predicted: with `prefix_coupling` they go to `prompt_ids` (the LLM prompt
+    after the speech); otherwise the batch gets explicit `decoder_input_ids = [start] + prompt + target`
+    and the prompt positions of `labels` are -100.
     """
 
     def __init__(
@@ -41,7 +42,7 @@ class SpeechCollator:
         tokenizer: Any,
         task: str = "asr",
         eos_token_id: int | None = None,
-        decoder_prefix: Callable[[Utterance], list[int]] | None = None,
+        decoder_prompt: Callable[[Utterance], list[int]] | None = None,
         normalize_target: Callable[[str], str] | None = None,
         max_target_tokens: int | None = None,
         decoder_start_token_id: int | None = None,
@@ -62,12 +63,12 @@ class SpeechCollator:
                 f"{type(tokenizer).__name__} has neither eos_token_id nor sep_token_id; pass eos_token_id="
             )
         self.eos_token_id = int(eos_token_id)
-        self.decoder_prefix = decoder_prefix
+        self.decoder_prompt = decoder_prompt
         self.decoder_start_token_id = decoder_start_token_id
         self.pad_token_id = pad_token_id if pad_token_id is not None else self.eos_token_id
         self.prefix_coupling = prefix_coupling
-        if decoder_prefix is not None and not prefix_coupling and decoder_start_token_id is None:
-            raise ValueError("a decoder_prefix needs decoder_start_token_id (to build decoder_input_ids)")
+        if decoder_prompt is not None and not prefix_coupling and decoder_start_token_id is None:
+            raise ValueError("a decoder_prompt needs decoder_start_token_id (to build decoder_input_ids)")
         self.normalize_target = normalize_target
         self.max_target_tokens = max_target_tokens
         names = list(getattr(feature_extractor, "model_input_names", []) or [])
@@ -98,18 +99,18 @@ class SpeechCollator:
         return out
 
     def label_inputs(self, utts: list[Utterance]) -> dict[str, Any]:
-        """labels, num_target_tokens and, when examples have a prefix, decoder_input_ids or prompt_ids."""
+        """labels, num_target_tokens and, when examples have a decoder prompt, decoder_input_ids or prompt_ids."""
         texts = self.targets(utts)
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        prefixes = [list(self.decoder_prefix(u)) if self.decoder_prefix else [] for u in utts]
-        inline = any(prefixes) and not self.prefix_coupling  # prefix tokens are decoder inputs
+        prompts = [list(self.decoder_prompt(u)) if self.decoder_prompt else [] for u in utts]
+        inline = any(prompts) and not self.prefix_coupling  # prompt tokens are decoder inputs
         seqs, masked = [], []
-        for prefix, t in zip(prefixes, ids, strict=True):
+        for prompt, t in zip(prompts, ids, strict=True):
             body = list(t)
-            used = len(prefix) if inline else 0
+            used = len(prompt) if inline else 0
             if self.max_target_tokens is not None:
                 body = body[: max(0, self.max_target_tokens - used - 1)]
-            seqs.append((prefix if inline else []) + body + [self.eos_token_id])
+            seqs.append((prompt if inline else []) + body + [self.eos_token_id])
             masked.append(used)
         width = max(len(s) for s in seqs)
         labels = torch.full((len(seqs), width), IGNORE_INDEX, dtype=torch.long)
@@ -121,8 +122,8 @@ class SpeechCollator:
             for i, s in enumerate(seqs):
                 dec[i, : len(s)] = torch.tensor([self.decoder_start_token_id, *s[:-1]], dtype=torch.long)
             out["decoder_input_ids"] = dec
-        elif any(prefixes):
-            out["prompt_ids"] = prefixes
+        elif any(prompts):
+            out["prompt_ids"] = prompts
         return out
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def training_collator(
         task=task,
         eos_token_id=cfg.eos_token_id,
         normalize_target=normalize,
-        decoder_prefix=prompt.for_utterance if prompt.active else None,
+        decoder_prompt=prompt.for_utterance if prompt.active else None,
         decoder_start_token_id=cfg.decoder_start_token_id,
         pad_token_id=cfg.pad_token_id,
         prefix_coupling=cfg.coupling == "prefix",
