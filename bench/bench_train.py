@@ -11,9 +11,9 @@ What is the same on both sides (checked, not assumed):
   the demo composition the decoder's tied embeddings are frozen in both (the demo recipe's
   `finetune.freeze_embeddings: true`). Counts are compared before anything is timed; unequal counts stop
   the bench;
-- the optimizer: torch.optim.AdamW with its default implementation choice (foreach=None, fused=None)
-  on both sides; the Trainer gets it through `optimizers=` because its own default on torch >= 2.8 is
-  the fused kernel (`adamw_torch_fused`), which speeched does not use;
+- the optimizer: the Trainer gets the AdamW that speeched's own `build_optimizer` makes (through
+  `optimizers=`), so class and foreach/fused setting are the same by construction (printed per run); the
+  Trainer's own default on torch >= 2.8 would be the fused kernel (`adamw_torch_fused`);
 - constant learning rate 1e-4, no warm-up, fp32, no gradient accumulation, DataLoader in the main
   process (num_workers 0) on both sides, no feature cache (each step extracts its features);
 - throughput is audio-seconds per wall-second from the audio in the timed batches themselves (sum of
@@ -220,8 +220,13 @@ def run_trainer(a: argparse.Namespace) -> dict:
 
     steps = a.warmup + a.steps
     params = [p for p in model.parameters() if p.requires_grad]
-    # The same implementation speeched's build_optimizer makes (torch defaults: foreach=None, fused=None).
-    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    # Built by speeched's own build_optimizer, so the implementation (class, foreach/fused) is the same by
+    # construction, whatever speeched chooses; the Trainer's own default would be the fused kernel.
+    from speeched.training.optim import build_optimizer
+
+    optimizer = build_optimizer(
+        [{"params": params, "lr": LR, "weight_decay": 0.0}], "adamw", (0.9, 0.999), 1e-8
+    )
     args = Seq2SeqTrainingArguments(
         output_dir=str(Path(a.work) / "trainer"),
         per_device_train_batch_size=a.batch_size,
