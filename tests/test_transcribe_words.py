@@ -105,3 +105,19 @@ def test_words_are_refused_without_a_ctc_head(model_dir: Path, recording: str, t
     im = load_inference_model(model_dir, "cpu")  # a loaded model is checked too
     with pytest.raises(UsageError, match="--words needs a model with a CTC head"):
         transcribe_files(im, [recording], _options(), tmp_path / "x.json", "json")
+
+
+def test_fixed_windows_keep_words_and_text_in_step(ctc_model: InferenceModel, recording: str) -> None:
+    """Overlapping windows: the words decoded twice are cut from the words as from the text, and every
+    word stays inside its (narrowed) cue."""
+    stream = io.StringIO()
+    opts = TranscribeOptions(
+        DecodeOptions(max_new_tokens=4), segment="fixed", max_segment=4, overlap=1.5, words=True
+    )
+    transcribe_files(ctc_model, [recording], opts, None, "json", stdout=stream)
+    segs = json.loads(stream.getvalue())["segments"]
+    assert len(segs) >= 2  # 8.5 s in 4 s windows every 2.5 s; a window may stitch to nothing
+    for seg in segs:
+        assert [w["word"] for w in seg["words"]] == seg["text"].split()
+        assert all(seg["start"] <= w["start"] <= w["end"] <= seg["end"] for w in seg["words"])
+    assert all(a["end"] <= b["start"] for a, b in zip(segs, segs[1:], strict=False))
