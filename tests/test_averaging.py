@@ -118,3 +118,26 @@ def test_cli_exit_codes(tmp_path, model_dir):
     )
     assert res.exit_code == 2 and "preprocessor_config.json" in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_averaged_config_keeps_the_exported_facts_and_weights_get_the_umask_mode(tmp_path, model_dir):
+    """Checkpoint configs lack training_durations/decoding (written at export): taken from the run's best/.
+    safetensors writes 0600; the averaged weights get the umask's mode like every other file."""
+    import os
+
+    run = _fake_run(tmp_path, model_dir, {10: 1.0, 20: 3.0})
+    best_cfg = json.loads((run / "best" / "config.json").read_text())
+    facts = {"training_durations": {"min": 0.5, "max": 9.5, "median": 2.0, "p95": 7.0},
+             "decoding": {"num_beams": 4, "ctc_weight": 0.0}}  # fmt: skip
+    (run / "best" / "config.json").write_text(json.dumps({**best_cfg, **facts}))
+    old = os.umask(0o022)
+    try:
+        out = average_checkpoints(sorted((run / "checkpoints").iterdir()), tmp_path / "avg")
+    finally:
+        os.umask(old)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["training_durations"] == facts["training_durations"]
+    newest = json.loads((run / "checkpoints" / "step-00000020" / "model" / "config.json").read_text())
+    assert cfg["decoding"] == newest.get("decoding", facts["decoding"])  # a key the checkpoint has stays
+    assert cfg["_test_step"] == 20  # the rest still from the newest checkpoint
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644

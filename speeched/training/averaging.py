@@ -142,6 +142,21 @@ def _add(
             sums[k] += t.to(torch.float32)
 
 
+#: config.json keys an exported model has and a training checkpoint's config lacks (written at export).
+RUN_FACTS = ("training_durations", "decoding")
+
+
+def _carry_run_facts(exported: Path, target: Path) -> None:
+    """Copy RUN_FACTS from an exported model's config (the run's best/) where the averaged config lacks them:
+    long-form transcription reads the training duration range, eval/transcribe the decoding defaults."""
+    if not (exported.is_file() and target.is_file()) or exported == target:
+        return
+    have, given = json.loads(target.read_text()), json.loads(exported.read_text())
+    missing = {k: given[k] for k in RUN_FACTS if k in given and k not in have}
+    if missing:
+        target.write_text(json.dumps({**have, **missing}, indent=2, sort_keys=True) + "\n")
+
+
 def _find_assets(sources: list[Source], assets_from: Path | None) -> Path:
     """Where the tokenizer/preprocessor files come from: explicit dir, else a run's best/, else an input."""
     if assets_from is not None:
@@ -184,6 +199,7 @@ def average_checkpoints(
         for name in FROM_NEWEST:
             if (newest.model_dir / name).is_file():
                 shutil.copy2(newest.model_dir / name, tmp / name)
+        _carry_run_facts(assets / "config.json", tmp / "config.json")
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
         record = {"averaged": [str(s.given) for s in sources], "newest": str(newest.given)}
         (tmp / "averaged.json").write_text(json.dumps(record, indent=2))

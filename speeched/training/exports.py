@@ -75,10 +75,8 @@ class RunExports:
             self._card(best, im.model, step, self.metrics)
         k = self.recipe.checkpoint.average_last
         if k:
-            averaged = average_last_checkpoints(self.out, k, self.out / "averaged")
-            cfg_path = averaged / "config.json"
-            cfg = json.loads(cfg_path.read_text())
-            cfg["training_durations"] = dict(r.training_durations)  # the checkpoints' configs lack it
-            cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+            averaged = average_last_checkpoints(
+                self.out, k, self.out / "averaged"
+            )  # + best/'s training_durations
             note = f"Average of the last {k} checkpoints' weights; its scores were not measured (see best/)."
             self._card(averaged, model, step, [], note)

@@ -219,6 +219,8 @@ def prepare_run(
     sr = int(fe.sampling_rate)
     report_dir = str(out) if acc.is_main_process and not dry_run else None
     if data.streamed:
+        if r.data.feature_cache:
+            say("feature cache off: streamed data is not cached (each pass reads the shards)")
         loader, stream_state, stream_load = stream_pipeline(
             r, acc, collator, sr, None if dry_run else str(out)
         )

@@ -319,9 +319,11 @@ class Trainer:
     def interrupted(self) -> SpeechedError:
         """Ctrl-C: save the last completed step if it has no checkpoint yet (a half-done step changed no
         weights; its data position and RNG are rewound), then say where to resume. Single process only:
-        ranks cannot agree on a save once one of them was interrupted."""
+        ranks cannot agree on a save once one of them was interrupted. A stream cannot be rewound: streamed
+        data is saved only between steps."""
         saved, single = "", self.accelerator.num_processes == 1
-        if self.step and self.step != self.saved_step and single and not self.overfit_batch:
+        rewindable = not (self.run.streamed and self.before is not None)
+        if self.step and self.step != self.saved_step and single and not self.overfit_batch and rewindable:
             rng = None
             if self.before is not None:  # interrupted inside a step: back to where it started
                 self.epoch, self.batches_in_epoch, rng = self.before
