@@ -184,7 +184,6 @@ def help_is_complete(command: list[str]) -> Check:
     output locations said."""
 
     def check(w: World, t: Path, r: Result) -> None:
-        import click
         import typer
 
         from speeched.cli import app
@@ -197,9 +196,14 @@ def help_is_complete(command: list[str]) -> Check:
         assert re.search(r"speeched " + re.escape(" ".join(command)) + r" \S", text), (
             "no example of this command"
         )
+        if command == ["eval"]:  # its input format is --data-format: --format is an output format elsewhere
+            assert "--data-format" in text and not re.search(r"(?<![\w-])--format(?![\w-])", text), text
+        checked = 0
         for param in cmd.params:
-            if not isinstance(param, click.Option) or param.hidden:
+            # typer vendors its own click: not an instance of `click.Option`, so ask the parameter
+            if param.param_type_name != "option" or getattr(param, "hidden", False):
                 continue
+            checked += 1
             for name in (*param.opts, *param.secondary_opts):
                 assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), f"{name} cut off or missing"
             if "--format" in param.opts:
@@ -209,6 +213,7 @@ def help_is_complete(command: list[str]) -> Check:
                 assert not inputs, f"--format of `{' '.join(command)}` is an input format ({param.help!r})"
             if {"--out", "--output", "--output-dir", "-o"} & set(param.opts) and not param.required:
                 assert "default" in (param.help or ""), f"{param.opts}: default location not shown"
+        assert checked, "no option found: the check would pass on anything"
 
     return check
 
