@@ -42,7 +42,7 @@ def _recipe(tmp: Path, corpus: Path, **data) -> Path:
         tmp, corpus,
         data={"train": [{"path": str(corpus / "train.jsonl")}], "dev": [],
               "batching": {"max_duration": 4.0, "max_batch_size": 4, "shuffle": True}, **data},
-        train={"max_steps": 6, "seed": 0, "log_every": 1},
+        train={"max_steps": 4, "seed": 0, "log_every": 1},
         checkpoint={"every_steps": 1, "keep_last": 10},
     )  # fmt: skip
 
@@ -54,17 +54,17 @@ def _weights(out: Path, step: int) -> dict[str, torch.Tensor]:
 def test_augmented_run_resumes_exactly_and_augmentation_changes_the_run(tmp_path, corpus):
     recipe = _recipe(tmp_path, corpus, augment=AUGMENT)
     _train(recipe, tmp_path / "full")
-    _train(recipe, tmp_path / "cut", "--set", "train.max_steps=3")
+    _train(recipe, tmp_path / "cut", "--set", "train.max_steps=2")
     _train(recipe, tmp_path / "cut", "--resume", "auto")
-    a, b = _weights(tmp_path / "full", 6), _weights(tmp_path / "cut", 6)
+    a, b = _weights(tmp_path / "full", 4), _weights(tmp_path / "cut", 4)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     plain = _recipe(tmp_path / "plain", corpus)
-    _train(plain, tmp_path / "plain-run", "--set", "train.max_steps=2")
-    c, d = _weights(tmp_path / "full", 2), _weights(tmp_path / "plain-run", 2)
+    _train(plain, tmp_path / "plain-run", "--set", "train.max_steps=1")
+    c, d = _weights(tmp_path / "full", 1), _weights(tmp_path / "plain-run", 1)
     assert any(not torch.equal(c[k], d[k]) for k in c)  # the augmentation reached the training batches
     saved = json.loads(
-        (tmp_path / "cut" / "checkpoints" / "step-00000003" / "trainer_state.json").read_text()
+        (tmp_path / "cut" / "checkpoints" / "step-00000002" / "trainer_state.json").read_text()
     )
     assert saved["sampler"]["augment"]["speed"]["p"] == 0.5
 
@@ -113,3 +113,22 @@ def test_audio_broken_after_the_scan_with_on_bad_audio_error_is_one_line(tmp_pat
     message = str(info.value)
     assert "\n" not in message and info.value.exit_code == 2
     assert path.name in message and "on_bad_audio" in message and "--resume auto" in message
+
+
+def test_language_check_sees_one_utterance_per_language_pair(tmp_path, corpus):
+    """The decoder-prompt check builds one Utterance per distinct (lang, tgt_lang) of a table, not per row."""
+    from speeched.data.config import DataSource
+    from speeched.data.sources import load_source
+    from speeched.data.table import concat
+    from speeched.training.data_setup import language_examples
+
+    rows = [json.loads(x) for x in (corpus / "train.jsonl").read_text().splitlines()]
+    langs = ["en", "de", "en", None, "de", "fr"]
+    manifest = tmp_path / "langs.jsonl"
+    manifest.write_text("".join(
+        json.dumps({**r, "audio": str(corpus / r["audio"]), "lang": lang}) + "\n" for r, lang in zip(rows[:6], langs, strict=True)
+    ))  # fmt: skip
+    table = load_source(DataSource(path=str(manifest)))
+    got = language_examples(concat([table, table]))
+    assert [u.lang for u in got] == ["en", "de", None, "fr", "en", "de", None, "fr"]
+    assert [u.id for u in got[:4]] == [rows[0]["id"], rows[1]["id"], rows[3]["id"], rows[5]["id"]]
