@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -90,6 +91,8 @@ def eval_rows(data: Path, limit: int, work: Path) -> Path:
 def run_speeched(a: argparse.Namespace, init: Path, data: Path, heldout: Path, seed: int, out: Path) -> dict:
     sets = [f"model.path={init}", f"data.train.0.path={data / 'train.jsonl'}", f"data.dev.0.path={heldout}",
             f"eval.every_steps={a.eval_every}", f"eval.limit={a.eval_limit}", f"train.seed={seed}",
+            # a train row at every evaluated step: its elapsed_s is the clock before the evaluation
+            f"train.log_every={math.gcd(10, a.eval_every)}",
             "log.plots=false", "checkpoint.every_steps=100000"]  # fmt: skip
     if a.max_steps:
         sets.append(f"train.max_steps={a.max_steps}")
