@@ -65,28 +65,19 @@ def metric_entries(
 _METRICS = ("wer", "cer", "bleu", "chrf", "wer_percent", "cer_percent")
 
 
-def _languages(recipe: Any, utterances: Any) -> list[str]:
+def _languages(recipe: Any, examples: list[Any]) -> list[str]:
+    """The recipe's languages, else those of the examples (one per distinct (lang, tgt_lang) pair)."""
     langs = [x for x in (recipe.languages.src_lang, recipe.languages.tgt_lang) if x]
-    if langs:
-        return list(dict.fromkeys(langs))
-    col = getattr(utterances, "column", None)
-    values: list[str] = []
-    if callable(col):
-        for role in ("lang", "tgt_lang"):
-            c = col(role)
-            if c is not None:
-                values += [v for v in c.unique().to_pylist() if v]
-    else:
-        for u in list(utterances)[:1000]:
-            values += [v for v in (getattr(u, "lang", None), getattr(u, "tgt_lang", None)) if v]
-    return list(dict.fromkeys(values))
+    if not langs:
+        langs = [v for u in examples for v in (getattr(u, "lang", None), getattr(u, "tgt_lang", None)) if v]
+    return list(dict.fromkeys(langs))
 
 
 def card_info(
     recipe: Any,
     model: Any,
     data: list[dict[str, Any]],
-    utterances: Any,
+    examples: list[Any],
     metrics: list[dict[str, Any]],
     compute: dict[str, Any],
     synthetic: bool,
@@ -100,7 +91,7 @@ def card_info(
         "encoder": str(enc or "?"),
         "decoder": str(dec or "?"),
         "task": recipe.task,
-        "language": _languages(recipe, utterances),
+        "language": _languages(recipe, examples),
         "data": data,
         "recipe": recipe.model_dump(mode="json"),
         "metrics": metrics,

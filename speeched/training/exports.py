@@ -37,10 +37,10 @@ class RunExports:
     ):
         r = self.run
         compute = compute_info(r.accelerator, step, time.monotonic() - self.started)
+        # languages from one utterance per (lang, tgt_lang) pair: never a pass over the whole corpus
         info = card_info(
-            self.recipe, model, r.data.card_data, r.data.utts if r.data.utts is not None else r.data.examples,
-            metrics, compute, r.data.synthetic, note,
-        )  # fmt: skip
+            self.recipe, model, r.data.card_data, r.data.examples, metrics, compute, r.data.synthetic, note
+        )
         write_model_card(model_dir, info)
 
     def export(self, out: Path, model: Any, step: int, metrics: list[dict[str, Any]]) -> Path:
