@@ -66,7 +66,7 @@ def test_json_output(tmp_path):
 def test_usage_errors_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "nope.jsonl")])
     assert res.exit_code == 2 and "does not exist" in res.output
-    res = CliRunner().invoke(app, ["data", "check", _manifest(tmp_path, False), "--format", "xml"])
+    res = CliRunner().invoke(app, ["data", "check", _manifest(tmp_path, False), "--data-format", "xml"])
     assert res.exit_code == 2 and "format" in res.output
 
 

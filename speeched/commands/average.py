@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -24,13 +25,20 @@ def command(
         "--assets-from",
         help="Model dir to copy tokenizer/preprocessor files from (default: the run's best/).",
     ),
+    force: bool = typer.Option(False, "--force", help="Replace a model already in --out."),
 ) -> None:
     """Average float weights (in fp32) of CKPTs; config from the newest."""
     from speeched.commands.logging_setup import setup_logging
+    from speeched.modeling.compose import check_output_dir
     from speeched.training.averaging import AveragingError, average_checkpoints
 
     setup_logging()
     if len(checkpoints) < 2:
         raise AveragingError("give at least two checkpoints to average")
+    check_output_dir(
+        out, force
+    )  # a non-empty --out (a trained model, its best.json) is never silently replaced
+    if force and out.is_dir():
+        shutil.rmtree(out)
     average_checkpoints(checkpoints, out, assets_from=assets_from)
     typer.echo(f"averaged {len(checkpoints)} checkpoints into {out}")

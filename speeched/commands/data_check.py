@@ -7,6 +7,13 @@ from typing import Annotated
 
 import typer
 
+from speeched.commands import options
+
+EPILOG = options.epilog(
+    "speeched data check data/digits/train.jsonl --out runs/check-digits",
+    "speeched data check data/train-shards --json > check.json",
+)
+
 
 def command(
     path: Annotated[
@@ -23,8 +30,9 @@ def command(
             help="folder for bad_audio.jsonl and durations.png (default: runs/data-check/<source name>)",
         ),
     ] = None,
-    format: Annotated[
-        str, typer.Option("--format", help="auto, jsonl, csv, tsv, audiofolder or datasets")
+    data_format: Annotated[
+        str,
+        typer.Option("--data-format", help="format of PATH: auto, jsonl, csv, tsv, audiofolder or datasets"),
     ] = "auto",
     config: Annotated[str | None, typer.Option("--config", help="`datasets` config name")] = None,
     split: Annotated[str | None, typer.Option("--split", help="`datasets` split")] = None,
@@ -55,12 +63,12 @@ def command(
     from speeched.errors import PartialFailure, UsageError
 
     remote_or_glob = "://" in path or any(c in path for c in "*?[")
-    if format != "datasets" and not remote_or_glob and not os.path.exists(path):
+    if data_format != "datasets" and not remote_or_glob and not os.path.exists(path):
         raise UsageError(f"{path} does not exist (give a manifest file, audiofolder or dataset folder)")
     try:
         source = DataSource(
             path=path,
-            format=format,
+            format=data_format,
             config=config,
             split=split,
             streaming=streaming,
