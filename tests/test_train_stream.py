@@ -4,6 +4,7 @@ worker's position, the shuffle buffers and RNG). A mix of streamed and non-strea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,20 @@ def test_a_mix_of_streamed_and_loaded_sources_is_refused(tmp_path, shards):
     assert (
         len(line) == 1 and "mixes streamed and non-streamed" in line[0] and "speeched data shard" in line[0]
     )
+
+
+@pytest.mark.slow
+def test_streamed_run_two_processes_two_workers_resumes_exactly(tmp_path, shards):
+    """2 processes (torchrun, gloo) × 2 workers: every rank's stream state is in the checkpoint, and the
+    resumed run ends with the uninterrupted run's weights."""
+    from test_training import torchrun_train
+
+    recipe = _recipe(tmp_path, shards, workers=2)
+    torchrun_train(recipe, tmp_path / "full")
+    torchrun_train(recipe, tmp_path / "cut", "--set", "train.max_steps=3")
+    state = (tmp_path / "cut" / "checkpoints" / "step-00000003" / "trainer_state.json").read_text()
+    assert [s["rank"] for s in json.loads(state)["stream"]] == [0, 1]
+    torchrun_train(recipe, tmp_path / "cut", "--resume", "auto")
+    a, b = _weights(tmp_path / "full", 6), _weights(tmp_path / "cut", 6)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
