@@ -73,7 +73,7 @@ def test_logmel_extractor_batch_and_prefix(utts, tok):
         fe,
         tok,
         task="st",
-        decoder_prefix=lambda u: [lang_id] if u.lang == "de" else [],
+        decoder_prompt=lambda u: [lang_id] if u.lang == "de" else [],
         normalize_target=str.upper,
         decoder_start_token_id=101,
         pad_token_id=0,
