@@ -103,7 +103,7 @@ def machine_lines() -> list[str]:
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"transformers {transformers.__version__}",
-        f"- load average at start: {load_average()}",
+        f"- load average when this was printed: {load_average()}",
     ]
 
 
