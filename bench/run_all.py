@@ -49,6 +49,8 @@ def benches(quick: bool) -> list[tuple[str, str, list[str]]]:
         ("memory", "Memory vs corpus size, manifest start-up",
          ["bench/bench_memory.py", *(["--sizes", "0.01", "--rows", "2000"] if q else [])]),
     ]  # fmt: skip
+    out.append(("generalisation", "Held-out accents and synthesiser variants (the demo models' evals)",
+                ["bench/bench_generalisation.py", "--runs", "runs/demo*", "--data", "data/digits"]))  # fmt: skip
     if longform_model:
         out.append(("longform", "Long-form transcription vs one by one",
                     ["bench/bench_longform.py", "--model", longform_model, *(["--seconds", "30"] if q else [])]))  # fmt: skip
