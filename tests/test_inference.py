@@ -18,7 +18,7 @@ from speeched.errors import UsageError
 from speeched.evaluation.diagnostics import check_batching
 from speeched.evaluation.evaluate import evaluate_utterances
 from speeched.inference import DecodeOptions, InferenceModel, decode, is_silent
-from speeched.inference.decode import SILENCE
+from speeched.inference.features import SILENCE
 from speeched.inference.generate import NON_FINITE_FEATURES
 
 SR = 16000

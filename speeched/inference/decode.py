@@ -15,16 +15,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from speeched.data.audio import NON_FINITE, AudioError, audio_info, load_audio
+from speeched.data.audio import AudioError, audio_info, load_audio
 from speeched.data.records import Utterance
 from speeched.errors import UsageError
 from speeched.inference.batching import duration_batches
-from speeched.inference.features import has_non_finite, is_silent
+from speeched.inference.features import screen
 from speeched.inference.generate import generate_batch
 from speeched.inference.loading import InferenceModel
 from speeched.inference.options import Decoded, DecodeOptions, resolve_options
-
-SILENCE = "digital silence"
 
 
 def decode(
@@ -89,11 +87,9 @@ def _decode_batches(
                 except AudioError as err:
                     results[i] = Decoded("", batch=b, error=err)
                     continue
-                if has_non_finite(audio):
-                    detail = f"{int((~np.isfinite(audio)).sum())} non-finite samples"
-                    results[i] = Decoded("", batch=b, error=AudioError(NON_FINITE, f"input {i}", detail))
-                elif is_silent(audio):
-                    results[i] = Decoded("", batch=b, skipped=SILENCE)
+                screened = screen(audio, i, b)
+                if screened is not None:
+                    results[i] = screened
                 else:
                     keep, arrays = groups.setdefault(prefixes[i], ([], []))
                     keep.append(i)

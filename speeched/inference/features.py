@@ -15,6 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from speeched.data.audio import NON_FINITE, AudioError
+from speeched.inference.options import Decoded
+
 #: Peak amplitude below which an input is digital silence (-80 dBFS): empty text, no decoding.
 SILENCE_PEAK = 1e-4
 
@@ -53,3 +56,18 @@ def finite_rows(inputs: dict[str, torch.Tensor]) -> list[bool]:
 def select_rows(inputs: dict[str, torch.Tensor], keep: Sequence[int]) -> dict[str, torch.Tensor]:
     index = torch.tensor(list(keep), dtype=torch.long, device=next(iter(inputs.values())).device)
     return {k: v.index_select(0, index) for k, v in inputs.items()}
+
+
+SILENCE = "digital silence"
+
+
+def screen(audio: np.ndarray, index: int, batch: int) -> Decoded | None:
+    """The answer for an input that must not reach decoding (non-finite samples, digital silence), else None.
+
+    Every backend (torch `decode`, ONNX `decode_onnx`) screens its inputs with this one function."""
+    if has_non_finite(audio):
+        detail = f"{int((~np.isfinite(audio)).sum())} non-finite samples"
+        return Decoded("", batch=batch, error=AudioError(NON_FINITE, f"input {index}", detail))
+    if is_silent(audio):
+        return Decoded("", batch=batch, skipped=SILENCE)
+    return None

@@ -15,11 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from speeched.data.audio import NON_FINITE, AudioError
 from speeched.errors import UsageError
 from speeched.inference.batching import duration_batches
-from speeched.inference.decode import SILENCE
-from speeched.inference.features import has_non_finite, is_silent
+from speeched.inference.features import screen
 from speeched.inference.onnx_backend import OnnxSpeechModel
 from speeched.inference.options import Decoded, DecodeOptions
 
@@ -64,11 +62,9 @@ def decode_onnx(
         keep: list[int] = []
         for i in batch:
             audio = np.asarray(arrays[i], dtype=np.float32)
-            if has_non_finite(audio):
-                detail = f"{int((~np.isfinite(audio)).sum())} non-finite samples"
-                results[i] = Decoded("", batch=b, error=AudioError(NON_FINITE, f"input {i}", detail))
-            elif is_silent(audio):
-                results[i] = Decoded("", batch=b, skipped=SILENCE)
+            screened = screen(audio, i, b)
+            if screened is not None:
+                results[i] = screened
             else:
                 keep.append(i)
         if not keep:
