@@ -170,8 +170,9 @@ def test_model_card_has_everything(root, plain):
     assert front["language"] == ["en"] and front["license"] == "apache-2.0"
     assert front["pipeline_tag"] == "automatic-speech-recognition"
     result = front["model-index"][0]["results"][0]
-    assert result["metrics"][0] == {"type": "wer", "value": 0.025, "name": result["metrics"][0]["name"]}
+    assert result["metrics"][0] == {"type": "wer", "value": 2.5, "name": result["metrics"][0]["name"]}
     assert "whisper_en" in result["metrics"][0]["name"]
+    assert "WER %" in result["metrics"][0]["name"]
     assert "sentence-transformers/all-MiniLM-L6-v2" in front["base_model"]
     for needle in ("synth-digits train", "0.83", "whisper_en", "beams 4, ctc_weight 0.3", "wall seconds: 682",
                    "synthetic speech", "lr: 0.001", "bert, 1 layers, width 384", "wav2vec2, 2 layers, width 32"):  # fmt: skip

@@ -92,7 +92,7 @@ def _front_matter(info: dict[str, Any], name: str) -> str:
             {
                 "task": {"type": "automatic-speech-recognition", "name": "Speech recognition"},
                 "dataset": {"name": m.get("dataset") or "dev", "type": m.get("dataset") or "dev"},
-                "metrics": [{"type": m.get("metric", "wer"), "value": m["value"], "name": _metric_name(m)}],
+                "metrics": [{"type": m.get("metric", "wer"), "value": _shown(m), "name": _metric_name(m)}],
             }
         )
     if results:
@@ -100,9 +100,20 @@ def _front_matter(info: dict[str, Any], name: str) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
+# Error rates are recorded as fractions (as jiwer returns them) and shown in percent, labelled, as every
+# speeched report shows them; BLEU/chrF are already on a 0-100 scale.
+PERCENT = {"wer", "cer"}
+
+
+def _shown(m: dict[str, Any]) -> float:
+    value = float(m["value"])
+    return round(100 * value, 2) if m.get("metric", "wer") in PERCENT else round(value, 2)
+
+
 def _metric_name(m: dict[str, Any]) -> str:
     d = m.get("decoding") or {}
-    parts = [f"{m.get('metric', 'wer').upper()} ({m.get('dataset') or 'dev'}"]
+    unit = " %" if m.get("metric", "wer") in PERCENT else ""
+    parts = [f"{m.get('metric', 'wer').upper()}{unit} ({m.get('dataset') or 'dev'}"]
     if d:
         parts.append(f", beams {d.get('num_beams', 1)}, ctc_weight {d.get('ctc_weight', 0)}")
     if m.get("normalizer"):
@@ -192,8 +203,10 @@ def render_model_card(model_dir: Path, info: dict[str, Any]) -> str:
             d = m.get("decoding") or {}
             decoding = f"beams {d.get('num_beams', 1)}, ctc_weight {d.get('ctc_weight', 0)}" if d else "?"
             lines.append(
-                f"| {m.get('dataset') or m.get('split') or 'dev'} | {m.get('metric', '?')} | "
-                f"{_fmt(m.get('value'))} | {m.get('normalizer') or 'none'} | {decoding} |"
+                f"| {m.get('dataset') or m.get('split') or 'dev'} | {m.get('metric', '?')}"
+                f"{' %' if m.get('metric') in PERCENT else ''} | "
+                f"{_fmt(_shown(m)) if m.get('value') is not None else 'n/a'} | {m.get('normalizer') or 'none'} | "
+                f"{decoding} |"
             )
     else:
         lines.append("Not measured.")
