@@ -72,13 +72,7 @@ def build_param_groups(
 
 def build_optimizer(groups: list[dict[str, Any]], kind: str, betas: tuple[float, float], eps: float):
     if kind == "adamw":
-        # fused AdamW: one kernel for every parameter instead of a Python loop over them (3-4x faster
-        # optimizer step on this CPU, measured in bench/bench_optimizer.py; also transformers' Trainer default)
-        params = [p for g in groups for p in g["params"]]
-        fused = bool(params) and all(
-            p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
-        )
-        return torch.optim.AdamW(groups, betas=betas, eps=eps, fused=fused or None)
+        return torch.optim.AdamW(groups, betas=betas, eps=eps)
     if kind == "adam":
         return torch.optim.Adam(groups, betas=betas, eps=eps)
     if kind == "sgd":
