@@ -50,14 +50,15 @@ class EncoderGraph(nn.Module):
         return hidden, mask.long()
 
 
-class DecoderInitGraph(nn.Module):
+class _DecoderGraph(nn.Module):
+    """One decoder step with a KV cache; the two graphs differ only in the cache they start from."""
+
     def __init__(self, model: Any, num_layers: int) -> None:
         super().__init__()
         self.decoder = model.decoder
         self.num_layers = num_layers
 
-    def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask):
-        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    def step(self, input_ids, encoder_hidden_states, encoder_attention_mask, cache, cross: bool):
         out = self.decoder(
             input_ids=input_ids,
             encoder_hidden_states=encoder_hidden_states,
@@ -66,27 +67,20 @@ class DecoderInitGraph(nn.Module):
             use_cache=True,
             return_dict=True,
         )
-        return (out.logits, *_flatten(out.cache, self.num_layers, cross=True))
+        return (out.logits, *_flatten(out.cache, self.num_layers, cross=cross))
 
 
-class DecoderWithPastGraph(nn.Module):
-    def __init__(self, model: Any, num_layers: int) -> None:
-        super().__init__()
-        self.decoder = model.decoder
-        self.num_layers = num_layers
+class DecoderInitGraph(_DecoderGraph):
+    def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask):
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        return self.step(input_ids, encoder_hidden_states, encoder_attention_mask, cache, cross=True)
 
+
+class DecoderWithPastGraph(_DecoderGraph):
     def forward(self, input_ids, encoder_hidden_states, encoder_attention_mask, *past):
         n = self.num_layers
         layers = [
             (past[2 * i], past[2 * i + 1], past[2 * n + 2 * i], past[2 * n + 2 * i + 1]) for i in range(n)
         ]
         cache = EncoderDecoderCache(layers)
-        out = self.decoder(
-            input_ids=input_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            cache=cache,
-            use_cache=True,
-            return_dict=True,
-        )
-        return (out.logits, *_flatten(out.cache, n, cross=False))
+        return self.step(input_ids, encoder_hidden_states, encoder_attention_mask, cache, cross=False)
