@@ -3,9 +3,9 @@
 `make demo` scores `test.jsonl` (accent x variant combinations never in training) and `test_unseen.jsonl`
 (whole eSpeak accents and synthesiser variants absent from the training split: `unseen` says which). This
 reads each run's `eval*/predictions.jsonl`, joins them with the manifests' `accent`/`variant` columns and
-scores every group with jiwer (the same normalised texts `speeched eval` scored). Optionally also a
-recording from another synthesiser (CMU Flite, `--flite`, when the `flite` binary is installed: Debian's
-`apt-get install flite`): speech from a synthesiser the model never trained on.
+scores every group with jiwer (the same normalised texts `speeched eval` scored). When the machine has
+CMU Flite (Debian's `apt-get install flite`), `make demo` also scores `eval-flite` (bench/flite_digits.py:
+speech from a synthesiser the model never trained on); it is read here too, per Flite voice.
 
     .venv/bin/python bench/bench_generalisation.py --runs 'runs/demo*' --data data/digits
 """
@@ -53,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/demo*", help="glob of demo run folders")
     ap.add_argument("--data", default="data/digits", help="the demo corpus (manifests with accent columns)")
+    ap.add_argument("--flite", default="data/flite-digits", help="the Flite test set (bench/flite_digits.py)")
     ap.add_argument("--json", default="", help="also write the numbers here")
     a = ap.parse_args()
     data = Path(a.data)
@@ -68,13 +69,19 @@ def main() -> None:
             s = json.loads((r / "eval-unseen/summary.json").read_text())
             per["all unseen accents and variants"] = (100 * s["wer"], s["num_utterances"])
             per.update(group_wers(pu, data / "test_unseen.jsonl", unseen_key))
+        pf = r / "eval-flite/predictions.jsonl"
+        if pf.exists() and Path(a.flite, "test.jsonl").exists():
+            s = json.loads((r / "eval-flite/summary.json").read_text())
+            per["another synthesiser (Flite), all voices"] = (100 * s["wer"], s["num_utterances"])
+            per.update(group_wers(pf, Path(a.flite, "test.jsonl"), lambda m: f"Flite voice {m['voice'][6:]}"))
         if per:
             table[r.name] = per
     if not table:
         print("_No demo evaluations found: run `make demo` (it scores test.jsonl and test_unseen.jsonl)._")
         return
     groups = sorted(
-        {g for per in table.values() for g in per}, key=lambda g: (not g.startswith(("test", "all")), g)
+        {g for per in table.values() for g in per},
+        key=lambda g: (not g.startswith(("test", "all")), g.startswith(("another", "Flite")), g[0] == "F", g),
     )
     runs = sorted(table)
     print(

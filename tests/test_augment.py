@@ -165,6 +165,33 @@ def test_probability_is_respected() -> None:
     assert 40 <= changed <= 80
 
 
+def test_silence_pads_both_ends_and_adds_a_floor_at_the_requested_level() -> None:
+    x = _speechlike(1.0)
+    cfg = AugmentConfig(silence={"p": 1, "seconds": (0.1, 0.3), "floor_db": (-70, -50)})
+    augmenter = Augmenter(cfg, SR)
+    for i in range(10):
+        y = augmenter(x, np.random.default_rng(i))
+        extra = (y.size - x.size) / SR
+        assert 0.2 - 1e-3 <= extra <= 0.6 + 1e-3
+        # the item itself sits somewhere after a 0.1-0.3 s lead, under a small noise floor
+        lead = next(
+            k for k in range(int(0.1 * SR), int(0.3 * SR) + 2) if np.allclose(y[k : k + x.size], x, atol=0.02)
+        )
+        head = y[: lead - 1]
+        floor = 20 * np.log10(np.sqrt(np.mean(head.astype(np.float64) ** 2)))
+        assert -71 <= floor <= -49  # never digital silence, never louder than asked
+    assert np.array_equal(augmenter(x, np.random.default_rng(3)), augmenter(x, np.random.default_rng(3)))
+
+
+def test_adding_the_silence_stage_leaves_the_other_stages_draws_unchanged() -> None:
+    x = _speechlike(1.0)
+    base = Augmenter(AugmentConfig(**ALL_ON), SR)(x, np.random.default_rng(5))
+    with_silence = Augmenter(
+        AugmentConfig(**ALL_ON, silence={"p": 1, "seconds": (0.0, 0.0), "floor_db": (-300, -300)}), SR
+    )
+    assert np.allclose(with_silence(x, np.random.default_rng(5)), base, atol=1e-7)
+
+
 def test_concatenate_joins_audio_and_text_with_pauses() -> None:
     a, b, c = _speechlike(1.0, 0), _speechlike(0.5, 1), _speechlike(0.8, 2)
     audio, text = concatenate([(a, "one two"), (b, " three"), (c, "four")], np.random.default_rng(0))
@@ -201,6 +228,8 @@ def test_concat_count_probability_and_range() -> None:
         ({"reverb": {"rt60": (0.0, 0.5)}}, "rt60 must be > 0.05"),
         ({"gain": {"db": (1, 2)}}, "Extra inputs are not permitted"),
         ({"concat": {"pause": (-1, 1)}}, "pause must be >= 0"),
+        ({"silence": {"seconds": (-0.1, 0.2)}}, "seconds must be >= 0"),
+        ({"silence": {"floor_db": (-40, -60)}}, "lower bound -40.0 is above"),
     ],
 )
 def test_config_validation(config: dict, message: str) -> None:

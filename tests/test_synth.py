@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,15 @@ from typer.testing import CliRunner
 
 from speeched.cli import app
 from speeched.data import grammar
-from speeched.data.espeak import CLEAR_VARIANTS, SAMPLE_RATE, Espeak, english_accents, parse_voice
-from speeched.data.synth import split_combos
+from speeched.data.espeak import (
+    BROAD_VARIANTS,
+    CLEAR_VARIANTS,
+    SAMPLE_RATE,
+    Espeak,
+    english_accents,
+    parse_voice,
+)
+from speeched.data.synth import _plan, split_combos
 from speeched.errors import UsageError
 
 DIGIT_SET = set(grammar.DIGIT_WORDS)
@@ -329,3 +337,31 @@ def test_cli_out_must_be_a_new_folder_unless_force(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "synth", "--out", str(other), "--num", "20", "--force"])
     assert result.exit_code == 2 and "not a speeched corpus" in result.output
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_default_grid_is_broad_and_test_unseen_is_balanced_over_held_out_groups() -> None:
+    """Training covers 50 voice variants per accent; test_unseen draws each held-out group (an unseen
+    accent, each unseen variant, the unseen pairs) about equally, so en-029 x 48 variants does not
+    drown the two unseen variants."""
+    assert set(CLEAR_VARIANTS) < set(BROAD_VARIANTS) and len(BROAD_VARIANTS) >= 48
+    engine = Espeak()
+    assert all(engine.has_voice(f"en-us+{v}") for v in BROAD_VARIANTS if v)
+    grid = [(a, v) for a in english_accents() for v in BROAD_VARIANTS]
+    fractions = {"dev": 0.025, "test": 0.05, "test_unseen": 0.05}
+    jobs, counts, _ = _plan("digits", 4000, 0, grid, fractions, ("en-029",), ("f4", "klatt3"), False)
+    assert counts["test_unseen"] == 200
+    unseen = [j for j in jobs if j.split == "test_unseen"]
+    groups = Counter(
+        (j.accent if j.accent == "en-029" else "", j.variant if j.variant in ("f4", "klatt3") else "*")
+        for j in unseen
+    )
+    assert set(groups) == {
+        ("en-029", "*"),
+        ("", "f4"),
+        ("", "klatt3"),
+        ("en-029", "f4"),
+        ("en-029", "klatt3"),
+    }
+    assert min(groups.values()) >= 25 and max(groups.values()) <= 60  # ~40 each, not 78% en-029
+    train_variants = {j.variant for j in jobs if j.split == "train"}
+    assert len(train_variants) >= 45 and not {"f4", "klatt3"} & train_variants

@@ -22,8 +22,9 @@ How the pipeline uses it (speeched.data.sampler / dataset / streaming):
   source, shard, row).
 
 Concatenation changes the transcript, so it happens where the text is still a string (before
-tokenisation). Speed perturbation with factors < 1 is the one stage that lengthens an item after the
-batch was packed: a batch may exceed its `max_duration` by at most 1 / min(speed.factors).
+tokenisation). Speed perturbation with factors < 1 and the silence stage are the ones that lengthen an
+item after the batch was packed: a batch may exceed its `max_duration` by a factor 1 / min(speed.factors)
+plus twice `silence.seconds[1]` per item.
 
 Libraries: audiomentations does the noise (`AddColorNoise` for generated white/pink/brown noise,
 `AddBackgroundNoise` for a folder of noise files) and the gain (`Gain`). audiomentations draws its
@@ -150,6 +151,33 @@ class GainConfig(StrictModel):
         return self
 
 
+class SilenceConfig(StrictModel):
+    """Leading/trailing silence and a recording noise floor.
+
+    Real recordings start and end with silence and are never digitally silent; synthesised speech starts
+    within ~10 ms and is exact zeros between words. A model trained only on the latter misreads the same
+    words with 0.1 s of silence added (measured on the demo model: 10% -> 45% WER), because per-utterance
+    feature normalisation then sees other statistics. This stage pads each end with a random silence and
+    adds white noise at a random level (dB relative to full scale) over the whole item.
+    """
+
+    p: float = Field(0.0, ge=0, le=1, description="probability of padding with silence (0 = off)")
+    seconds: tuple[float, float] = Field(
+        (0.0, 0.4), description="silence added at each end, seconds, drawn uniformly per end"
+    )
+    floor_db: tuple[float, float] = Field(
+        (-90.0, -50.0), description="noise floor over the whole item in dBFS (RMS), drawn uniformly"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SilenceConfig:
+        _check_range("seconds", self.seconds)
+        _check_range("floor_db", self.floor_db)
+        if self.seconds[0] < 0:
+            raise ValueError("seconds must be >= 0")
+        return self
+
+
 class ConcatConfig(StrictModel):
     """Join 2-3 utterances with pauses (and their transcripts with a space): longer inputs, pauses."""
 
@@ -171,8 +199,8 @@ class ConcatConfig(StrictModel):
 class AugmentConfig(StrictModel):
     """Training-time waveform augmentation (`data.augment`); every part is off unless its `p` > 0.
 
-    Order per utterance: (concatenation) -> speed -> reverberation -> noise -> gain. Dev/test data is
-    never augmented.
+    Order per utterance: (concatenation) -> speed -> reverberation -> noise -> gain -> silence. Dev/test
+    data is never augmented.
     """
 
     speed: SpeedConfig = Field(
@@ -185,6 +213,10 @@ class AugmentConfig(StrictModel):
         default_factory=NoiseConfig, description="additive noise at a random SNR: generated or from a folder"
     )
     gain: GainConfig = Field(default_factory=GainConfig, description="random loudness change in dB")
+    silence: SilenceConfig = Field(
+        default_factory=SilenceConfig,
+        description="leading/trailing silence and a noise floor (lengthens items after batching, like speed)",
+    )
     concat: ConcatConfig = Field(
         default_factory=ConcatConfig,
         description="join 2-3 utterances with pauses and their transcripts with a space",
@@ -199,7 +231,8 @@ class AugmentConfig(StrictModel):
 
     @property
     def enabled(self) -> bool:
-        return any(part.p > 0 for part in (self.speed, self.reverb, self.noise, self.gain, self.concat))
+        parts = (self.speed, self.reverb, self.noise, self.gain, self.silence, self.concat)
+        return any(part.p > 0 for part in parts)
 
 
 def item_rng(seed: int, epoch: int, index: int, copies: int | None = None) -> np.random.Generator:
@@ -303,6 +336,24 @@ def apply_rir(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def add_silence(
+    audio: np.ndarray,
+    lead: float,
+    trail: float,
+    floor_db: float,
+    sample_rate: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """`lead`/`trail` seconds of silence around `audio`, then white noise at `floor_db` dBFS RMS on all of it.
+
+    Plain numpy (audiomentations' noise transforms set the level relative to the signal, not to full scale).
+    """
+    zeros = (np.zeros(int(round(s * sample_rate)), np.float32) for s in (lead, trail))
+    out = np.concatenate([next(zeros), np.asarray(audio, np.float32), next(zeros)])
+    noise = rng.standard_normal(out.size).astype(np.float32) * np.float32(10 ** (floor_db / 20))
+    return np.clip(out + noise, -1.0, 1.0)
+
+
 class Augmenter:
     """Applies an `AugmentConfig` to one utterance at a time; deterministic given the Generator."""
 
@@ -353,6 +404,12 @@ class Augmenter:
         if coins[3] < cfg.gain.p:
             with _seeded_globals(sub_rngs[1]):
                 audio = self._gain(samples=audio, sample_rate=self.sample_rate)
+        # drawn after the stages above so that adding this stage left their draws unchanged
+        silence_coin = rng.random()
+        lead, trail = rng.uniform(*cfg.silence.seconds, size=2)
+        floor_db = rng.uniform(*cfg.silence.floor_db)
+        if silence_coin < cfg.silence.p:
+            audio = add_silence(audio, lead, trail, floor_db, self.sample_rate, rng)
         return np.asarray(audio, dtype=np.float32)
 
     def _rir(self, room: int) -> np.ndarray:

@@ -72,6 +72,47 @@ CLEAR_VARIANTS: tuple[str, ...] = (
     "klatt3",
     "klatt4",
 )
+# The named human-voice variants in the same folder (each a different pitch range, formant scaling,
+# roughness or Klatt setting), added to the clear ones for training data that covers many more speakers
+# (issue 15: a model trained on 16 variants does not read a 17th). Left out: robots, whisper, croak,
+# the cartoon and child voices (zac, shelby, Tweaky, Demonic...) and voices that are only comments.
+NAMED_VARIANTS: tuple[str, ...] = (
+    "f5",
+    "m8",
+    "klatt5",
+    "klatt6",
+    "Alex",
+    "Alicia",
+    "Andrea",
+    "Andy",
+    "Annie",
+    "adam",
+    "anika",
+    "aunty",
+    "belinda",
+    "benjamin",
+    "david",
+    "ed",
+    "edward",
+    "Gene",
+    "grandma",
+    "grandpa",
+    "iven",
+    "Lee",
+    "linda",
+    "max",
+    "michel",
+    "Mike",
+    "paul",
+    "quincy",
+    "Reed",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+    "victor",
+)
+BROAD_VARIANTS: tuple[str, ...] = CLEAR_VARIANTS + NAMED_VARIANTS  # `data synth`'s default grid
 DEFAULT_VARIANT_NAME = "default"
 # Language files that are English in name but not in the Latin script our texts use.
 _NOT_LATIN_SCRIPT = ("en-shaw",)

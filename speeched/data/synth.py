@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from speeched.data.augment import AugmentConfig, Augmenter
 from speeched.data.espeak import (
-    CLEAR_VARIANTS,
+    BROAD_VARIANTS,
     DEFAULT_VARIANT_NAME,
     SAMPLE_RATE,
     Espeak,
@@ -222,12 +222,22 @@ def _plan(
     counts = {split: counts.get(split, 0) for split in SPLITS}
     by_split = split_combos(combos, rng, counts, unseen_accents, unseen_variants)
     generate = GENERATORS[kind]
+    # test_unseen is drawn group by group (each held-out accent with seen variants, each held-out variant
+    # with seen accents, and the held-out pairs), so one group with many voices (a held-out accent x 50
+    # variants) does not drown the others and every group's WER rests on about as many utterances.
+    unseen_groups: dict[tuple[str, str], list[Combo]] = {}
+    for combo in by_split["test_unseen"]:
+        key = (combo[0] if combo[0] in unseen_accents else "", combo[1] if combo[1] in unseen_variants else "*")
+        unseen_groups.setdefault(key, []).append(combo)
     jobs: list[_Job] = []
     for split in SPLITS:
         for i in range(counts[split]):
             prompt = generate(rng)
             uid = f"{kind}-{split}-{i:06d}"
-            accent, variant = rng.choice(by_split[split])
+            if split == "test_unseen":
+                accent, variant = rng.choice(unseen_groups[rng.choice(sorted(unseen_groups))])
+            else:
+                accent, variant = rng.choice(by_split[split])
             unseen = None
             if split == "test_unseen":
                 new_accent, new_variant = accent in unseen_accents, variant in unseen_variants
@@ -335,7 +345,7 @@ def _combos(voices: list[str] | None, accents: list[str] | None, variants: list[
         if voices:
             return [parse_voice(v) for v in voices]
         accent_list = [parse_voice(a)[0] for a in accents] if accents else list(english_accents())
-        variant_list = [parse_variant(v) for v in variants] if variants else list(CLEAR_VARIANTS)
+        variant_list = [parse_variant(v) for v in variants] if variants else list(BROAD_VARIANTS)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     return [(a, v) for a in accent_list for v in variant_list]
@@ -405,7 +415,7 @@ def synthesize_corpus(
     """Write `out_dir/wavs/<split>/<id>.wav` (16 kHz, 16-bit), `out_dir/<split>.jsonl` and corpus.json.
 
     Voices: `voices` (accent[+variant] strings) as given, else every accent in `accents` (default: all
-    English accents eSpeak ships) x every variant in `variants` (default: `CLEAR_VARIANTS`). Accents
+    English accents eSpeak ships) x every variant in `variants` (default: `BROAD_VARIANTS`). Accents
     in `unseen_accents` and variants in `unseen_variants` are heard only in test_unseen.
 
     Each manifest line: id, audio (relative to the manifest), text, duration, voice, accent, variant,
