@@ -24,8 +24,11 @@ def corpus(tmp_path_factory) -> Path:
     return tone_corpus(tmp_path_factory.mktemp("corpus"), num=40)
 
 
-def torchrun_train(recipe_path: Path, out: Path, *extra: str) -> None:
-    """`speeched train` in 2 CPU processes (gloo) with torchrun, on a free port, with a clean environment."""
+def torchrun_train(
+    recipe_path: Path, out: Path, *extra: str, entry: tuple[str, ...] = ("-m", "speeched.cli")
+) -> None:
+    """`speeched train` in 2 CPU processes (gloo) with torchrun, on a free port, with a clean environment.
+    `entry`: what torchrun starts (a script taking the CLI's arguments instead of `-m speeched.cli`)."""
     import os
     import subprocess
     import sys
@@ -43,7 +46,7 @@ def torchrun_train(recipe_path: Path, out: Path, *extra: str) -> None:
         "--master_port",
         free_port(),
     ]
-    cmd += ["-m", "speeched.cli", "train", str(recipe_path), "--output-dir", str(out), *extra]
+    cmd += [*entry, "train", str(recipe_path), "--output-dir", str(out), *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -268,6 +271,55 @@ def test_two_processes_resume_from_checkpoint(tmp_path, corpus):
         shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
     launch("--resume", "auto")
     assert_same(final_weights(out, 3), uninterrupted, atol=0.0)
+
+
+# Runs `speeched train` with Accelerator.end_training wrapped: it records how many DDP modules are still alive
+# when the process group is about to be destroyed.
+DDP_PROBE = """
+import gc, json, os, sys
+
+import accelerate
+from torch.nn.parallel import DistributedDataParallel
+
+end_training = accelerate.Accelerator.end_training
+
+
+def probed(self):
+    alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    probe = os.path.join(os.environ["DDP_PROBE_DIR"], f"rank-{self.process_index}.json")
+    with open(probe, "w") as f:
+        json.dump({"ddp_alive": alive}, f)
+    end_training(self)
+
+
+accelerate.Accelerator.end_training = probed
+from speeched.cli import main
+
+sys.argv[0] = "speeched"
+main()
+"""
+
+
+def test_two_processes_free_ddp_before_destroying_the_process_group(tmp_path, corpus, monkeypatch):
+    """Regression test of a hang at exit (blamed on fused AdamW at first, reverted in 73027e2): DDP's Reducer
+    held the last reference to the gloo process group, so freeing the model after destroy_process_group ran
+    the group's destructor with the GIL held while gloo's worker thread waited for the GIL (see
+    Trainer.end_training). Timing made it rare; the invariant that prevents it is checked here: no DDP
+    module is left when accelerate destroys the group."""
+    recipe_path = write_recipe(
+        tmp_path,
+        corpus,
+        data={"batching": {"max_duration": 1000, "max_batch_size": 2}},
+        train={"max_steps": 1},
+    )
+    script = tmp_path / "ddp_probe.py"
+    script.write_text(DDP_PROBE)
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    monkeypatch.setenv("DDP_PROBE_DIR", str(probes))
+    torchrun_train(recipe_path, tmp_path / "run", entry=(str(script),))
+    found = {p.name: json.loads(p.read_text()) for p in probes.iterdir()}
+    assert found == {"rank-0.json": {"ddp_alive": 0}, "rank-1.json": {"ddp_alive": 0}}
 
 
 def test_layerdrop_is_switched_off_for_multi_process_training(tmp_path):

@@ -260,7 +260,7 @@ class Trainer:
         if self.step >= self.total_steps and not self.overfit_batch:
             self.print(f"already at step {self.step}, which reaches the target of {self.total_steps} steps: "
                        "nothing to train (raise train.max_steps or train.epochs to continue)")  # fmt: skip
-            acc.end_training()
+            self.end_training()
             best = self.out / "best"
             return TrainResult(self.out, self.step, best if best.exists() else None, self.best, [], True)
         if self.run.trackers:
@@ -303,9 +303,31 @@ class Trainer:
             if r.log.plots:
                 plot_training_curves(self.out / "metrics.jsonl", self.out / "plots")
         acc.wait_for_everyone()
-        acc.end_training()
+        self.end_training()
         best = self.out / "best"
         return TrainResult(self.out, self.step, best if best.exists() else None, self.best, history)
+
+    def end_training(self) -> None:
+        """Free the DDP-wrapped model first, then let accelerate finish trackers and destroy the process group.
+
+        The order prevents a deadlock at exit with several processes (gloo): a run that trains, saves its last
+        checkpoint and never exits. py-spy on the stuck rank: the main thread in ~ProcessGroupGloo, called
+        from the dealloc of DDP's Reducer; gloo's worker thread waiting for the GIL in ~AsyncBarrierWork ->
+        ~AsyncAllgatherWork -> decref_pyobject. The Reducer (bound with a plain holder) keeps a reference to
+        the process group; once destroy_process_group() had dropped torch's own, freeing the DDP model when
+        `train()` returned ran the group's destructor with the GIL held. That destructor waits for gloo's
+        worker thread, which may still be releasing the last barrier (wait_for_everyone) and, with it, the
+        tensors of the all_gather_object before it: freeing those needs the GIL. Timing decides, so it showed
+        under CPU contention only, and was blamed on fused AdamW (reverted in 73027e2); the optimizer plays
+        no part (a bare DDP + all_gather_object + barrier script with the for-loop AdamW hangs the same way).
+        Freed first, the Reducer no longer holds the last reference: the group goes from its Python binding,
+        which releases the GIL while the destructor waits (IntrusivePtrNoGilDestructor in torch's
+        c10d/init.cpp, added for this deadlock: pytorch/pytorch#56297).
+        """
+        acc = self.accelerator
+        self.model = acc.unwrap_model(self.model)
+        acc.free_memory()  # accelerate's own references to the prepared (DDP) model, then a gc pass
+        acc.end_training()
 
     def step_hooks(self, log: RunLog) -> None:
         """After an update: dev evaluation/export when due (`eval.every_steps`, and at the end), checkpoint."""
