@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import tone_corpus, write_tiny_recipe
+from pydantic import ValidationError
 from safetensors.torch import load_file
 from torch import nn
 
 from speeched.training.optim import build_optimizer, build_param_groups, fused_unsupported
 from speeched.training.recipe import load_recipe
+from speeched.training.schema import OptimConfig
 from speeched.training.trainer import train
 
 LRS = {"new": 1e-3, "encoder": 1e-4, "decoder": 1e-4}
@@ -123,3 +125,26 @@ def test_resumed_run_with_fused_adamw_is_bit_identical(tmp_path, corpus):
     resumed = weights()
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+@pytest.mark.parametrize(("implementation", "fused"), [("auto", True), ("for-loop", False)])
+def test_recipe_key_reaches_the_optimizer(tmp_path, implementation, fused):
+    """`optim.implementation` in the recipe is what the saved optimizer state says it ran with."""
+    corpus = tone_corpus(tmp_path / "corpus", num=8)
+    recipe_path = write_tiny_recipe(
+        tmp_path,
+        corpus,
+        train={"max_steps": 1, "seed": 0},
+        optim={"implementation": implementation},
+        checkpoint={"every_steps": 1},
+    )
+    out = tmp_path / "run"
+    train(load_recipe(recipe_path, output_dir=out))
+    (ckpt,) = sorted((out / "checkpoints").glob("step-*"))
+    groups = torch.load(ckpt / "optimizer.pt", weights_only=True)["param_groups"]
+    assert all(bool(g.get("fused")) is fused for g in groups)
+
+
+def test_unknown_implementation_in_a_recipe_is_refused():
+    with pytest.raises(ValidationError, match="'auto', 'fused', 'foreach' or 'for-loop'"):
+        OptimConfig(implementation="fast")

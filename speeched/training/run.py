@@ -236,7 +236,9 @@ def prepare_run(
         total = max(1, math.ceil(r.train.epochs * max(1, len(sampler) // r.train.grad_accum)))
     lrs = r.optim.group_lrs()
     groups = build_param_groups(model, lrs, r.optim.weight_decay, random_init)
-    optimizer = build_optimizer(groups, r.optim.optimizer, tuple(r.optim.betas), r.optim.eps)
+    optimizer = build_optimizer(
+        groups, r.optim.optimizer, tuple(r.optim.betas), r.optim.eps, r.optim.implementation
+    )
     unfreeze = r.optim.unfreeze_starts(total)  # presets are fractions of the total, known only now
     scheduler = build_scheduler(
         optimizer,

@@ -184,6 +184,11 @@ class OptimConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0, description="decoupled for adamw, L2 for adam/sgd")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas, each in [0, 1)")
     eps: float = Field(1e-8, gt=0, description="Adam epsilon")
+    implementation: Literal["auto", "fused", "foreach", "for-loop"] = Field(
+        "auto",
+        description="torch kernel: auto = fused where torch has one for every parameter (as transformers' "
+        "Trainer defaults to), else torch's default; fused refuses parameters it cannot handle",
+    )
     scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
     warmup_steps: int = Field(0, ge=0, description="linear warmup from 0 (optimizer steps)")
     lr_new: float | None = Field(
