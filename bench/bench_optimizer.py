@@ -1,4 +1,4 @@
-"""AdamW implementations on CPU: for-loop (torch's default on CPU, what speeched builds today), foreach, fused.
+"""AdamW implementations on CPU: for-loop (torch's default on CPU), foreach, fused (speeched's default: `optim.implementation: auto`).
 
     .venv/bin/python bench/bench_optimizer.py [--repeats 7]
 
@@ -30,7 +30,7 @@ SHAPES = (
     + [(384,)] * 200
 )
 KINDS = {
-    "for-loop (torch default on CPU; speeched today)": {"foreach": False},
+    "for-loop (torch default on CPU)": {"foreach": False},
     "foreach": {"foreach": True},
     "fused": {"fused": True},
 }

@@ -46,7 +46,8 @@ def command(
         "--variants",
         metavar="VARIANT,...",
         help="Synthesiser variants crossed with the accents; 'default' = none "
-        "(default: default, m1-m7, f1-f4, klatt, klatt2-4).",
+        "(default: 50 human-voice variants: default, m1-m8, f1-f5, klatt, klatt2-6 and named ones such as "
+        "Alex, Annie, belinda, grandpa, steph; robots, whisper and cartoon voices are left out).",
     ),
     unseen_accents: list[str] | None = typer.Option(
         None,
