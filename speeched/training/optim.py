@@ -71,17 +71,16 @@ def build_param_groups(
 
 
 IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
+try:  # torch's own list of device types with fused optimizer kernels (private, so guarded)
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices as _fused_devices
+except ImportError:  # a torch without the helper: the two device types every fused kernel has
+    _fused_devices = None
 
 
 def fused_unsupported(params: Iterable[torch.Tensor]) -> str | None:
     """None when torch has a fused optimizer kernel for every parameter (a dense floating-point tensor on a
     device type torch lists for fused kernels: cpu, cuda, mps, xpu, ...); else what the first one lacks."""
-    try:
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-        devices = set(_get_fused_kernels_supported_devices())
-    except ImportError:  # a torch without the helper: the two device types every fused kernel has
-        devices = {"cpu", "cuda"}
+    devices = set(_fused_devices()) if _fused_devices is not None else {"cpu", "cuda"}
     params = list(params)
     if not params:
         return "no parameters"
