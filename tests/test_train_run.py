@@ -204,7 +204,16 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, corpus):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "speeched.cli", "train", str(recipe), "--output-dir", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # as from a terminal: a child started with SIGINT ignored (inherited from the test worker) would ignore
+        # Ctrl-C, since Python only installs its KeyboardInterrupt handler when SIGINT is not ignored at start
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
 
     def logged_steps() -> int:
         path = out / "metrics.jsonl"

@@ -72,7 +72,7 @@ def run_process(
         text=True,
         env=full_env,
         cwd=cwd,
-        preexec_fn=lambda: os.umask(0o022),  # noqa: PLW1509 (no threads started yet in the child)
+        preexec_fn=child_setup,  # noqa: PLW1509 (no threads started yet in the child)
     )
     if interrupt_when is not None:
         while not interrupt_when():
@@ -228,3 +228,12 @@ class World:
         res = run_in_process(["data", "synth", "--out", str(out), "--num", "20", "--no-progress"])
         assert res.code == 0, res.output
         return out
+
+
+def child_setup() -> None:
+    """Run in the child before exec: a usual umask, and SIGINT at its default disposition, as from a terminal.
+
+    A process started with SIGINT ignored (inherited from the test worker) keeps ignoring it: Python installs
+    its KeyboardInterrupt handler only when SIGINT is not ignored at start, and Ctrl-C tests then hang."""
+    os.umask(0o022)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
