@@ -9,22 +9,27 @@ OUT="${2:-runs/demo}"
 SEED="${3:-}"
 PY="$(dirname "$SPEECHED")/python"
 DATA=data/digits
+NUM=4000
+FLITE=data/flite-digits  # optional: only where CMU Flite is installed
+# the decoding the demo model is validated with (dev eval): 4 beams, joint CTC/attention λ=0.8; the basic
+# normaliser, since the English one would turn "three four one" into the number 341
+EVAL=(--normalizer basic --num-beams 4 --ctc-weight 0.8)
 START=$(date +%s)
 rm -rf "$OUT"  # a clean run every time: outputs only, never data or code
 
 echo "== 1/5 synthesize $DATA (eSpeak NG, offline)"
-if [ -n "$SEED" ] && grep -q '"num": 4000' "$DATA/corpus.json" 2>/dev/null; then
+if [ -n "$SEED" ] && grep -q "\"num\": $NUM," "$DATA/corpus.json" 2>/dev/null; then
   echo "reusing $DATA (same corpus for every seed)"
 else
   # 3500 training utterances over every English accent x 50 voice variants but the held-out ones;
   # dev 100, test 200 (accent x variant pairs never in training), test_unseen 200 (accents/variants never
   # in training)
-  "$SPEECHED" data synth --out "$DATA" --kind digits --num 4000 --seed 0 --dev-fraction 0.025 \
+  "$SPEECHED" data synth --out "$DATA" --kind digits --num "$NUM" --seed 0 --dev-fraction 0.025 \
     --test-fraction 0.05 --unseen-fraction 0.05 --workers 2 --no-progress --force
 fi
-if command -v flite >/dev/null && [ ! -f data/flite-digits/test.jsonl ]; then
+if command -v flite >/dev/null && [ ! -f "$FLITE/test.jsonl" ]; then
   # another synthesiser the model never trains on (CMU Flite, `apt-get install flite`): optional
-  "$PY" bench/flite_digits.py --out data/flite-digits --num 200
+  "$PY" bench/flite_digits.py --out "$FLITE" --num 200
 fi
 
 echo "== 2/5 init: log-mel encoder (random init) + pretrained MiniLM decoder (first 2 layers) + CTC head"
@@ -45,13 +50,12 @@ echo "== 3/5 train recipes/demo/asr-digits.yaml ${SEED:+(seed $SEED)}"
 "$SPEECHED" train recipes/demo/asr-digits.yaml --output-dir "$OUT" --set "model.path=$OUT/init" ${SEED_SET[@]+"${SEED_SET[@]}"}
 
 echo "== 4/5 eval on the held-out test splits (voices, accents and variants not in training)"
-# basic normaliser: the English one would turn "three four one" into the number 341
-"$SPEECHED" eval "$OUT/best" --data "$DATA/test.jsonl" --out "$OUT/eval" --normalizer basic --num-beams 4 --ctc-weight 0.8
+"$SPEECHED" eval "$OUT/best" --data "$DATA/test.jsonl" --out "$OUT/eval" "${EVAL[@]}"
 # and on whole accents and synthesiser variants the training split never heard (per group: make bench)
-"$SPEECHED" eval "$OUT/best" --data "$DATA/test_unseen.jsonl" --out "$OUT/eval-unseen" --normalizer basic --num-beams 4 --ctc-weight 0.8
+"$SPEECHED" eval "$OUT/best" --data "$DATA/test_unseen.jsonl" --out "$OUT/eval-unseen" "${EVAL[@]}"
 
-if [ -f data/flite-digits/test.jsonl ]; then
-  "$SPEECHED" eval "$OUT/best" --data data/flite-digits/test.jsonl --out "$OUT/eval-flite" --normalizer basic --num-beams 4 --ctc-weight 0.8
+if [ -f "$FLITE/test.jsonl" ]; then
+  "$SPEECHED" eval "$OUT/best" --data "$FLITE/test.jsonl" --out "$OUT/eval-flite" "${EVAL[@]}"
 fi
 
 echo "== 5/5 transcribe a test file"

@@ -348,8 +348,7 @@ def add_silence(
 
     Plain numpy (audiomentations' noise transforms set the level relative to the signal, not to full scale).
     """
-    zeros = (np.zeros(int(round(s * sample_rate)), np.float32) for s in (lead, trail))
-    out = np.concatenate([next(zeros), np.asarray(audio, np.float32), next(zeros)])
+    out = np.pad(np.asarray(audio, np.float32), (int(round(lead * sample_rate)), int(round(trail * sample_rate))))
     noise = rng.standard_normal(out.size).astype(np.float32) * np.float32(10 ** (floor_db / 20))
     return np.clip(out + noise, -1.0, 1.0)
 

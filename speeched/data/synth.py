@@ -234,12 +234,11 @@ def _plan(
         for i in range(counts[split]):
             prompt = generate(rng)
             uid = f"{kind}-{split}-{i:06d}"
-            if split == "test_unseen":
-                accent, variant = rng.choice(unseen_groups[rng.choice(sorted(unseen_groups))])
-            else:
-                accent, variant = rng.choice(by_split[split])
             unseen = None
-            if split == "test_unseen":
+            if split != "test_unseen":
+                accent, variant = rng.choice(by_split[split])
+            else:
+                accent, variant = rng.choice(unseen_groups[rng.choice(sorted(unseen_groups))])
                 new_accent, new_variant = accent in unseen_accents, variant in unseen_variants
                 unseen = "both" if new_accent and new_variant else "accent" if new_accent else "variant"
             jobs.append(

@@ -70,7 +70,12 @@ def build_param_groups(
     return groups
 
 
-IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
+IMPLEMENTATIONS = (
+    "auto",
+    "fused",
+    "foreach",
+    "for-loop",
+)  # = OptimConfig.implementation (schema imports no torch)
 try:  # torch's own list of device types with fused optimizer kernels (private, so guarded)
     from torch.optim.optimizer import _get_fused_kernels_supported_devices as _fused_devices
 except ImportError:  # a torch without the helper: the two device types every fused kernel has
