@@ -183,6 +183,20 @@ def test_silence_pads_both_ends_and_adds_a_floor_at_the_requested_level() -> Non
     assert np.array_equal(augmenter(x, np.random.default_rng(3)), augmenter(x, np.random.default_rng(3)))
 
 
+def test_digital_silence_pads_with_exact_zeros_and_leaves_the_item_untouched() -> None:
+    x = _speechlike(1.0)
+    cfg = AugmentConfig(silence={"p": 1, "seconds": (0.1, 0.3), "floor_db": (-70, -50), "digital_p": 0.5})
+    augmenter = Augmenter(cfg, SR)
+    digital = 0
+    for i in range(40):
+        y = augmenter(x, np.random.default_rng(i))
+        nonzero = np.flatnonzero(y)
+        lead = int(nonzero[0]) - int(np.flatnonzero(x)[0])
+        if np.array_equal(y[lead : lead + x.size], x) and not np.any(y[:lead]) and not np.any(y[lead + x.size :]):
+            digital += 1
+    assert 10 <= digital <= 30  # about half exact zeros around the untouched item, the rest with a floor
+
+
 def test_adding_the_silence_stage_leaves_the_other_stages_draws_unchanged() -> None:
     x = _speechlike(1.0)
     base = Augmenter(AugmentConfig(**ALL_ON), SR)(x, np.random.default_rng(5))

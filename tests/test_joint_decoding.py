@@ -86,3 +86,44 @@ def test_joint_decode_runs_on_a_tiny_model_and_ctc_weight_changes_the_result(tmp
     assert len(out) == 2 and all(1 <= len(t) <= 5 for t in out)
     eos = lm.model.config.eos_token_id
     assert all(t[-1] == eos or len(t) == 5 for t in out)
+
+
+@pytest.mark.parametrize("decoder", ["minilm", "gpt2"])
+def test_cached_joint_decode_gives_the_tokens_of_full_recomputation(tmp_path, decoder):
+    """The key/value cache (reordered to the surviving beams) must not change what the search finds."""
+    from extension_helpers import tiny_gpt2_dir
+    from helpers import minilm_path, tiny_encoder_dir
+
+    from speeched.inference.joint_decoding import joint_decode
+    from speeched.modeling.compose import ComposeSpec, init_model
+    from speeched.modeling.model_dir import load_model_dir
+
+    torch.manual_seed(0)
+    dec = minilm_path() if decoder == "minilm" else str(tiny_gpt2_dir(tmp_path))
+    init_model(
+        ComposeSpec(
+            encoder=str(tiny_encoder_dir(tmp_path, "speech2text")),
+            decoder=dec,
+            decoder_options={"num_hidden_layers": 2} if decoder == "minilm" else {},
+            extensions={"ctc_weight": 0.3, "ctc_vocab": ["<blank>", "<unk>", "a", "b", "c"], "ctc_units": "char"},
+        ),
+        tmp_path / "m",
+    )
+    lm = load_model_dir(tmp_path / "m")
+    # a random decoder may end at once; push EOS down so the search runs several steps and reorders the cache
+    forward, eos = lm.model.decoder.forward, lm.model.config.eos_token_id
+
+    def later_eos(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits[..., eos] -= 8.0
+        return out
+
+    lm.model.decoder.forward = later_eos
+    feats = torch.randn(3, 70, 80)
+    mask = torch.ones(3, 70, dtype=torch.long)
+    mask[1, 50:] = 0
+    kwargs = {"num_beams": 4, "ctc_weight": 0.3, "max_new_tokens": 8}
+    cached = joint_decode(lm.model, lm.tokenizer, feats, mask, use_cache=True, **kwargs)
+    full = joint_decode(lm.model, lm.tokenizer, feats, mask, use_cache=False, **kwargs)
+    assert cached == full
+    assert any(len(t) > 2 for t in cached)  # the search went several steps (the cache was reordered)

@@ -168,6 +168,13 @@ class SilenceConfig(StrictModel):
     floor_db: tuple[float, float] = Field(
         (-90.0, -50.0), description="noise floor over the whole item in dBFS (RMS), drawn uniformly"
     )
+    digital_p: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that a padded item gets no noise floor: exact zeros, as in synthesised or "
+        "edited audio and the pauses of recordings made from it",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> SilenceConfig:
@@ -340,15 +347,18 @@ def add_silence(
     audio: np.ndarray,
     lead: float,
     trail: float,
-    floor_db: float,
+    floor_db: float | None,
     sample_rate: int,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """`lead`/`trail` seconds of silence around `audio`, then white noise at `floor_db` dBFS RMS on all of it.
+    """`lead`/`trail` seconds of silence around `audio`, then white noise at `floor_db` dBFS RMS on all of it
+    (`None`: no noise, the padding stays exact zeros).
 
     Plain numpy (audiomentations' noise transforms set the level relative to the signal, not to full scale).
     """
     out = np.pad(np.asarray(audio, np.float32), (int(round(lead * sample_rate)), int(round(trail * sample_rate))))
+    if floor_db is None:
+        return out
     noise = rng.standard_normal(out.size).astype(np.float32) * np.float32(10 ** (floor_db / 20))
     return np.clip(out + noise, -1.0, 1.0)
 
@@ -407,8 +417,9 @@ class Augmenter:
         silence_coin = rng.random()
         lead, trail = rng.uniform(*cfg.silence.seconds, size=2)
         floor_db = rng.uniform(*cfg.silence.floor_db)
+        digital = rng.random() < cfg.silence.digital_p
         if silence_coin < cfg.silence.p:
-            audio = add_silence(audio, lead, trail, floor_db, self.sample_rate, rng)
+            audio = add_silence(audio, lead, trail, None if digital else floor_db, self.sample_rate, rng)
         return np.asarray(audio, dtype=np.float32)
 
     def _rir(self, room: int) -> np.ndarray:
