@@ -203,8 +203,13 @@ def main() -> None:
         f"- commit: {_git_commit()}",
         "",
     ]
+    previous = _previous_sections(out_path) if only else {}
     for key, title, cmd in benches(a.quick):
         if only and key not in only:
+            if title in previous:  # carried over verbatim, saying from which generation
+                commit, body = previous[title]
+                page += [f"## {title}", "", f"_Not rerun by this `--only` run: as generated at commit {commit}._",
+                         "", body, ""]  # fmt: skip
             continue
         print(f"== {title}: {' '.join(cmd)}  (load {load_average()})", flush=True)
         body, took, rc = run_bench(cmd, timeout)
@@ -225,6 +230,24 @@ def main() -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(page) + "\n")
     print(f"wrote {out_path.relative_to(ROOT)}")
+
+
+def _previous_sections(path: Path) -> dict[str, tuple[str, str]]:
+    """{title: (commit, body)} of the bench sections of an earlier generated page, so that `--only` reruns
+    some benches without dropping the others (each carried section says which commit measured it)."""
+    if not path.exists():
+        return {}
+    text = path.read_text()
+    m = re.search(r"^- commit: (.+)$", text, flags=re.M)
+    commit = m.group(1).strip() if m else "unknown"
+    out = {}
+    for part in re.split(r"^## ", text, flags=re.M)[1:]:
+        title, _, body = part.partition("\n")
+        carried = re.match(r"\s*_Not rerun by this `--only` run: as generated at commit (.+?)\._\n", body)
+        if carried:  # carried twice: keep the commit that measured it
+            body = body[carried.end() :]
+        out[title.strip()] = (carried.group(1) if carried else commit, body.strip())
+    return out
 
 
 def _git_commit() -> str:
