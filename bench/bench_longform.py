@@ -2,7 +2,9 @@
 
 Builds a ~3-minute recording of eSpeak digit strings in held-out accents/synthesiser variants (the demo's
 `test_unseen` ones by default: en-029, f4, klatt3) separated by 0.4-1.0 s pauses, and the same recording
-with white noise at `--snr` dB (relative to the speech's power). Transcribes each long-form
+with white noise at `--snr` dB (relative to the speech's power), and the same recording with a quiet noise
+floor (`--floor-db`, dBFS): eSpeak's pauses are exact zeros, which no microphone produces and which shift
+per-utterance feature normalisation of a segment with padded pauses. Transcribes each long-form
 (`speeched.transcription` Transcriber: VAD segmentation within the model's training range) and the
 utterances one by one (`speeched.inference.decode`), prints WER of both and their ratio (targets:
 <= 1.5x clean, <= 2x at 10 dB), and, for a model with a CTC head, the median word-boundary error of the
@@ -151,6 +153,10 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     clean, utts = build_recording(args.seconds, args.seed, voices)
     noisy = add_noise(clean, utts, args.snr, args.seed)
+    floor = clean + 10 ** (args.floor_db / 20) * np.random.default_rng(args.seed + 1).standard_normal(
+        len(clean)
+    )
+    floor = np.clip(floor, -1.0, 1.0).astype(np.float32)
     refs = [u["text"] for u in utts]
     im = load(args.model)
     result: dict = {
@@ -162,7 +168,7 @@ def run(args: argparse.Namespace) -> dict:
         "segment": args.segment,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for name, audio in (("clean", clean), (f"snr{args.snr:g}", noisy)):
+        for name, audio in (("clean", clean), (_floor_name(args), floor), (f"snr{args.snr:g}", noisy)):
             wav = Path(tmp) / f"{name}.wav"
             sf.write(wav, audio, SAMPLE_RATE)
             t = time.perf_counter()
@@ -199,11 +205,16 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def _floor_name(args: argparse.Namespace) -> str:
+    return f"floor{args.floor_db:g}dBFS"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="model directory (speeched train/init output)")
     p.add_argument("--seconds", type=float, default=180.0, help="length of the recording")
     p.add_argument("--snr", type=float, default=10.0, help="SNR (dB) of the noisy copy")
+    p.add_argument("--floor-db", type=float, default=-60.0, help="noise floor (dBFS) of the third copy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--voices", nargs="+", default=list(DEFAULT_VOICES))
     p.add_argument("--segment", default="vad", help="vad, energy or fixed")
@@ -211,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the JSON result here")
     args = p.parse_args(argv)
     result = run(args)
-    for name in ("clean", f"snr{args.snr:g}"):
+    for name in ("clean", _floor_name(args), f"snr{args.snr:g}"):
         r = result[name]
         seg = r["segmentation"] if isinstance(r["segmentation"], dict) else {}
         print(
