@@ -127,3 +127,51 @@ def test_cached_joint_decode_gives_the_tokens_of_full_recomputation(tmp_path, de
     full = joint_decode(lm.model, lm.tokenizer, feats, mask, use_cache=False, **kwargs)
     assert cached == full
     assert any(len(t) > 2 for t in cached)  # the search went several steps (the cache was reordered)
+
+
+def test_a_wider_pre_beam_lets_ctc_rescue_a_word_the_attention_ranks_low(tmp_path):
+    """The attention decoder ranks "one" 7th; the CTC head hears "one". Only candidates the attention
+    proposes are scored, so 4 beams with 5 candidates each never find it, and 8 candidates do."""
+    from helpers import make_tiny_model_dir
+
+    from speeched.inference.joint_decoding import joint_decode
+    from speeched.modeling.model_dir import load_model_dir
+
+    path = make_tiny_model_dir(
+        tmp_path, "speech2text", ctc_weight=0.3, ctc_vocab=["<blank>", "<unk>", "one", "two"], ctc_units="word"
+    )
+    lm = load_model_dir(path)
+    model, tok = lm.model, lm.tokenizer
+    eos = model.config.eos_token_id
+    one = tok.convert_tokens_to_ids("one")
+    others = tok.convert_tokens_to_ids(["the", "a", "of", "and", "in", "to"])
+
+    def ctc_head(module, args, output):  # blank everywhere but a run of "one" in the middle
+        hidden = args[0]
+        logits = torch.full((*hidden.shape[:2], 4), -10.0)
+        logits[..., 0] = 0.0
+        middle = hidden.shape[1] // 2
+        logits[:, middle - 2 : middle + 2, 0] = -10.0
+        logits[:, middle - 2 : middle + 2, 2] = 0.0
+        return logits
+
+    forward = model.decoder.forward
+
+    def ranked_decoder(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        logits = torch.full_like(out.logits, -20.0)
+        for rank, t in enumerate(others):
+            logits[..., t] = -0.1 * rank
+        logits[..., one] = -1.0  # 7th after the six others
+        logits[..., eos] = -2.0
+        out.logits = logits
+        return out
+
+    model.ctc_head.register_forward_hook(ctc_head)
+    model.decoder.forward = ranked_decoder
+    feats = torch.randn(1, 60, 80)
+    kwargs = {"num_beams": 4, "ctc_weight": 0.9, "max_new_tokens": 4}
+    narrow = joint_decode(model, tok, feats, None, pre_beam=5, **kwargs)[0]
+    wide = joint_decode(model, tok, feats, None, pre_beam=8, **kwargs)[0]
+    assert one not in narrow
+    assert wide == [one, eos]
