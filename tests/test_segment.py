@@ -70,6 +70,26 @@ def test_vad_finds_the_spoken_phrases(words_file: tuple[Path, list]) -> None:
         assert abs(s.start - start) <= 0.15 and abs(s.end - end) <= 0.15, (s.start, s.end, start, end)
 
 
+def test_the_vad_leaves_torchs_thread_count_alone(words_file: tuple[Path, list], monkeypatch) -> None:
+    """silero_vad sets torch.set_num_threads(1) when imported; the model decoding after it must keep its threads."""
+    import torch
+
+    path, _ = words_file
+    threads = torch.get_num_threads()
+    monkeypatch.delitem(sys.modules, "silero_vad", raising=False)  # import it afresh
+    monkeypatch.delitem(sys.modules, "silero_vad.model", raising=False)
+    monkeypatch.setattr(segment, "_SILERO", {})
+    torch.set_num_threads(2)
+    try:
+        seg = VadSegmenter(SR, max_segment=10)
+        for block in segment.stream_audio(str(path), SR):
+            seg.feed(block)
+        assert seg.finish()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_vad_segments_are_single_utterances_padded_into_the_pauses(words_file: tuple[Path, list]) -> None:
     path, spans = words_file
     report = new_report("vad", None, None)

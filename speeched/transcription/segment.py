@@ -250,10 +250,23 @@ def energy_split(
 _SILERO: dict[str, Any] = {}
 
 
+def _import_silero() -> Any:
+    """`import silero_vad`, keeping torch's thread count: the package calls `torch.set_num_threads(1)` when
+    imported (silero_vad/model.py), which left every later model call of the process on one thread
+    (measured: the demo model decoded long-form files at 1 thread after the first VAD pass)."""
+    threads = torch.get_num_threads()
+    try:
+        import silero_vad
+
+        return silero_vad
+    finally:
+        torch.set_num_threads(threads)
+
+
 def silero_available() -> bool:
     """Whether Silero VAD can be loaded (the `silero-vad` package; its wheel ships the model)."""
     try:
-        import silero_vad  # noqa: F401
+        _import_silero()
     except ImportError:
         return False
     return True
@@ -261,9 +274,7 @@ def silero_available() -> bool:
 
 def _silero_model() -> Any:
     if "model" not in _SILERO:
-        from silero_vad import load_silero_vad
-
-        _SILERO["model"] = load_silero_vad()  # the TorchScript model inside the wheel: no download
+        _SILERO["model"] = _import_silero().load_silero_vad()  # the TorchScript model inside the wheel
     return _SILERO["model"]
 
 
@@ -285,8 +296,7 @@ class VadSegmenter(_PauseSegmenter):
         self.model = _silero_model()
 
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
-        from silero_vad import get_speech_timestamps
-
+        get_speech_timestamps = _import_silero().get_speech_timestamps
         vad_sr = self.sr if self.sr in (8000, 16000) else 16000
         x = y
         if vad_sr != self.sr:
