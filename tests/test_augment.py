@@ -192,7 +192,11 @@ def test_digital_silence_pads_with_exact_zeros_and_leaves_the_item_untouched() -
         y = augmenter(x, np.random.default_rng(i))
         nonzero = np.flatnonzero(y)
         lead = int(nonzero[0]) - int(np.flatnonzero(x)[0])
-        if np.array_equal(y[lead : lead + x.size], x) and not np.any(y[:lead]) and not np.any(y[lead + x.size :]):
+        if (
+            np.array_equal(y[lead : lead + x.size], x)
+            and not np.any(y[:lead])
+            and not np.any(y[lead + x.size :])
+        ):
             digital += 1
     assert 10 <= digital <= 30  # about half exact zeros around the untouched item, the rest with a floor
 

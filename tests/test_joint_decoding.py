@@ -105,7 +105,11 @@ def test_cached_joint_decode_gives_the_tokens_of_full_recomputation(tmp_path, de
             encoder=str(tiny_encoder_dir(tmp_path, "speech2text")),
             decoder=dec,
             decoder_options={"num_hidden_layers": 2} if decoder == "minilm" else {},
-            extensions={"ctc_weight": 0.3, "ctc_vocab": ["<blank>", "<unk>", "a", "b", "c"], "ctc_units": "char"},
+            extensions={
+                "ctc_weight": 0.3,
+                "ctc_vocab": ["<blank>", "<unk>", "a", "b", "c"],
+                "ctc_units": "char",
+            },
         ),
         tmp_path / "m",
     )
@@ -138,7 +142,11 @@ def test_a_wider_pre_beam_lets_ctc_rescue_a_word_the_attention_ranks_low(tmp_pat
     from speeched.modeling.model_dir import load_model_dir
 
     path = make_tiny_model_dir(
-        tmp_path, "speech2text", ctc_weight=0.3, ctc_vocab=["<blank>", "<unk>", "one", "two"], ctc_units="word"
+        tmp_path,
+        "speech2text",
+        ctc_weight=0.3,
+        ctc_vocab=["<blank>", "<unk>", "one", "two"],
+        ctc_units="word",
     )
     lm = load_model_dir(path)
     model, tok = lm.model, lm.tokenizer
