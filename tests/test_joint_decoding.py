@@ -65,10 +65,10 @@ def test_extend_to_reuses_a_prefix_and_restarts_otherwise():
     assert c.units == [3, 1] and c.score == pytest.approx(extend_to(init, [3, 1], logp, init).score)
 
 
-def test_joint_decode_runs_on_a_tiny_model_and_ctc_weight_changes_the_result(tmp_path):
+def _word_ctc_model(tmp_path):
+    """A tiny Speech2Text encoder + MiniLM decoder with a word-level CTC head over "one" and "two"."""
     from helpers import make_tiny_model_dir
 
-    from speeched.inference.joint_decoding import joint_decode
     from speeched.modeling.model_dir import load_model_dir
 
     path = make_tiny_model_dir(
@@ -78,7 +78,14 @@ def test_joint_decode_runs_on_a_tiny_model_and_ctc_weight_changes_the_result(tmp
         ctc_vocab=["<blank>", "<unk>", "one", "two"],
         ctc_units="word",
     )
-    lm = load_model_dir(path)
+    return load_model_dir(path)
+
+
+def test_joint_decode_runs_on_a_tiny_model_and_ctc_weight_changes_the_result(tmp_path):
+
+    from speeched.inference.joint_decoding import joint_decode
+
+    lm = _word_ctc_model(tmp_path)
     torch.manual_seed(0)
     feats = torch.randn(2, 60, 80)
     mask = torch.ones(2, 60, dtype=torch.long)
@@ -136,19 +143,10 @@ def test_cached_joint_decode_gives_the_tokens_of_full_recomputation(tmp_path, de
 def test_a_wider_pre_beam_lets_ctc_rescue_a_word_the_attention_ranks_low(tmp_path):
     """The attention decoder ranks "one" 7th; the CTC head hears "one". Only candidates the attention
     proposes are scored, so 4 beams with 5 candidates each never find it, and 8 candidates do."""
-    from helpers import make_tiny_model_dir
 
     from speeched.inference.joint_decoding import joint_decode
-    from speeched.modeling.model_dir import load_model_dir
 
-    path = make_tiny_model_dir(
-        tmp_path,
-        "speech2text",
-        ctc_weight=0.3,
-        ctc_vocab=["<blank>", "<unk>", "one", "two"],
-        ctc_units="word",
-    )
-    lm = load_model_dir(path)
+    lm = _word_ctc_model(tmp_path)
     model, tok = lm.model, lm.tokenizer
     eos = model.config.eos_token_id
     one = tok.convert_tokens_to_ids("one")
