@@ -106,6 +106,11 @@ def _seed_of(run: Path) -> str:
     return m.group(1) if m else "recipe (42)"
 
 
+def _demo_row(label: str, s: dict, minutes: float | None) -> str:
+    return (f"| {label} | {100 * s['wer']:.2f}% | {100 * s['cer']:.2f}% | "
+            f"{'?' if minutes is None else f'{minutes:.1f} min'} | {s['decoding']['strategy']} |")  # fmt: skip
+
+
 def demo_section() -> str:
     runs = sorted(
         ROOT.glob("runs/demo-seed*"), key=lambda p: int(_seed_of(p)) if _seed_of(p).isdigit() else 0
@@ -135,13 +140,12 @@ def demo_section() -> str:
         wers.append(100 * s["wer"])
         if m is not None:
             mins.append(m)
-        lines.append(f"| {_seed_of(r)} | {100 * s['wer']:.2f}% | {100 * s['cer']:.2f}% | "
-                     f"{'?' if m is None else f'{m:.1f} min'} | {s['decoding']['strategy']} |")  # fmt: skip
+        lines.append(_demo_row(_seed_of(r), s, m))
     one = ROOT / "runs/demo"
     if _summary(one):  # `make demo` without SEED: shown, not counted in the seeds' median
-        s, m = _summary(one), _train_minutes(one)
-        lines.append(f"| recipe's 42 (`make demo`, not in the median) | {100 * s['wer']:.2f}% | {100 * s['cer']:.2f}% | "
-                     f"{'?' if m is None else f'{m:.1f} min'} | {s['decoding']['strategy']} |")  # fmt: skip
+        lines.append(
+            _demo_row("recipe's 42 (`make demo`, not in the median)", _summary(one), _train_minutes(one))
+        )
     lines += [
         "",
         "Training time is the wall time each run saw: runs made side by side shared the cores.",

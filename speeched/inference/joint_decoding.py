@@ -161,26 +161,26 @@ class _Search:
         self.finished: list[Hypothesis] = []
         self.done = False
 
+    def _joint(self, att: float, ctc: float) -> float:
+        return (1 - self.lam) * att + self.lam * ctc
+
     def step(
         self, rows: list[int], values: list[list[float]], tokens: list[list[int]], eos: int, units
     ) -> list[int]:
         """Expand this search's beams (decoder rows `rows`) by their top tokens; returns the parent row of
         each surviving beam, best first."""
-        lam = self.lam
         candidates: list[Hypothesis] = []
         parents: list[int] = []
         for row, h, vals, toks in zip(rows, self.beams, values, tokens, strict=True):
             for v, tok in zip(vals, toks, strict=True):
                 att_score = h.att + v
                 if tok == eos:
-                    score = (1 - lam) * att_score + lam * h.ctc.full_score()
+                    score = self._joint(att_score, h.ctc.full_score())
                     self.finished.append(Hypothesis([*h.tokens, tok], att_score, h.ctc, score))
                     continue
                 new = [*h.tokens, tok]
                 state = extend_to(h.ctc, units(new), self.logp, self.initial)
-                candidates.append(
-                    Hypothesis(new, att_score, state, (1 - lam) * att_score + lam * state.score)
-                )
+                candidates.append(Hypothesis(new, att_score, state, self._joint(att_score, state.score)))
                 parents.append(row)
         order = sorted(range(len(candidates)), key=lambda i: candidates[i].score, reverse=True)[
             : self.num_beams
@@ -195,10 +195,8 @@ class _Search:
     def best(self) -> list[int]:
         finished = self.finished
         if not finished:  # ran into the token cap: score what we have as complete sequences
-            lam = self.lam
             finished = [
-                Hypothesis(h.tokens, h.att, h.ctc, (1 - lam) * h.att + lam * h.ctc.full_score())
-                for h in self.beams
+                Hypothesis(h.tokens, h.att, h.ctc, self._joint(h.att, h.ctc.full_score())) for h in self.beams
             ]
         return max(finished, key=lambda h: h.score).tokens
 
@@ -227,12 +225,13 @@ def _run_searches(
         return _unit_ids(tokenizer.decode(tokens, skip_special_tokens=True), index, cfg.ctc_units)
 
     past = None
-    # decoder row -> (utterance, beam): initially one row (the empty hypothesis) per utterance
-    owners = list(range(len(searches)))
     for _ in range(max_new_tokens):
-        live = [(b, h) for b in dict.fromkeys(owners) for h in searches[b].beams]
-        if not live:
+        # decoder rows: the beams of every unfinished search, in search order, best first (the order the
+        # cache was reordered to at the end of the previous step)
+        active = [b for b, search in enumerate(searches) if not search.done]
+        if not active:
             break
+        live = [(b, h) for b in active for h in searches[b].beams]
         if past is None:
             ids = [[start, *prefix, *h.tokens] for _, h in live]
         else:
@@ -250,17 +249,12 @@ def _run_searches(
         top = att.topk(min(pre_beam, att.shape[-1]), dim=-1)
         values, tokens = top.values.tolist(), top.indices.tolist()
         parents: list[int] = []
-        owners = []
         row = 0
-        for b in dict.fromkeys(b for b, _ in live):
+        for b in active:
             n = len(searches[b].beams)
-            kept = searches[b].step(
+            parents += searches[b].step(
                 list(range(row, row + n)), values[row : row + n], tokens[row : row + n], eos, units
             )
-            parents += kept
-            owners += [b] * len(kept)
             row += n
-        if not parents:
-            break
-        if past is not None:
+        if past is not None and parents:
             past.reorder_cache(torch.tensor(parents, device=hidden.device))

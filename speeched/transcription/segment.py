@@ -294,9 +294,9 @@ class VadSegmenter(_PauseSegmenter):
         super().__init__(sampling_rate, max_segment, **kw)
         self.threshold = threshold
         self.model = _silero_model()
+        self._speech_timestamps = _import_silero().get_speech_timestamps
 
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
-        get_speech_timestamps = _import_silero().get_speech_timestamps
         vad_sr = self.sr if self.sr in (8000, 16000) else 16000
         x = y
         if vad_sr != self.sr:
@@ -305,7 +305,7 @@ class VadSegmenter(_PauseSegmenter):
         torch.set_num_threads(1)  # a tiny model run 31 times per second: threads only add overhead
         try:
             with torch.no_grad():
-                spans = get_speech_timestamps(
+                spans = self._speech_timestamps(
                     torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
                     self.model,
                     threshold=self.threshold,
