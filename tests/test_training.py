@@ -366,3 +366,30 @@ def test_fresh_run_refuses_to_overwrite_an_earlier_runs_checkpoints(tmp_path, co
     with pytest.raises(TrainingError, match="--resume auto"):
         train(load_recipe(recipe_path, output_dir=out))
     assert (out / "checkpoints" / "step-00000001").is_dir()  # the earlier run is untouched
+
+
+def test_train_step_runs_the_forward_inside_speech_attention(tmp_path, corpus, monkeypatch):
+    """On CUDA the context leaves cuDNN attention out (tests/test_attention_backends.py); here: the
+    training forward runs inside it, on the accelerator's device."""
+    from contextlib import contextmanager
+
+    import speeched.training.trainer as trainer_module
+    from speeched.training.trainer import Trainer
+
+    seen, active, forwards = [], [], []
+
+    @contextmanager
+    def recording(device):
+        seen.append(torch.device(device))
+        active.append(True)
+        try:
+            yield
+        finally:
+            active.pop()
+
+    monkeypatch.setattr(trainer_module, "speech_attention", recording)
+    trainer = Trainer(load_recipe(write_recipe(tmp_path, corpus), output_dir=tmp_path / "run"))
+    trainer.setup()
+    trainer.model.register_forward_pre_hook(lambda *_: forwards.append(bool(active)))
+    trainer.train_step(trainer._micro_batches([iter(trainer.loader)]))
+    assert forwards == [True] and seen == [trainer.accelerator.device]

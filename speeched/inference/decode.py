@@ -23,6 +23,7 @@ from speeched.inference.features import screen
 from speeched.inference.generate import generate_batch
 from speeched.inference.loading import InferenceModel
 from speeched.inference.options import Decoded, DecodeOptions, resolve_options
+from speeched.modeling.attention_backends import speech_attention
 
 
 def decode(
@@ -41,7 +42,8 @@ def decode(
             "--ctc-weight needs a model with a CTC head (compose it with ctc_weight / ctc_vocab)"
         )
     prefixes, durations, load = _plan(im, inputs, options)
-    return _decode_batches(im, durations, load, prefixes, options)
+    with speech_attention(im.device):
+        return _decode_batches(im, durations, load, prefixes, options)
 
 
 def _plan(

@@ -26,6 +26,7 @@ import torch
 from accelerate.utils import gather_object
 
 from speeched.errors import EXIT_INTERRUPTED, SpeechedError
+from speeched.modeling.attention_backends import speech_attention
 from speeched.training.batches import load_loader_state, loader_state, next_batch
 from speeched.training.checkpoint import (
     CheckpointError,
@@ -183,7 +184,7 @@ class Trainer:
         for i, batch in enumerate(batches):
             batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             ctx = acc.no_sync(model) if i < len(batches) - 1 else nullcontext()
-            with ctx, acc.autocast():
+            with ctx, acc.autocast(), speech_attention(acc.device):
                 inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
                 out = model(
                     **inputs, loss_reduction="sum", ctc_labels=batch["transcripts"] if lam > 0 else None
