@@ -90,6 +90,29 @@ def test_the_vad_leaves_torchs_thread_count_alone(words_file: tuple[Path, list],
         torch.set_num_threads(threads)
 
 
+def _vad_segments(path: Path) -> list[tuple[float, float]]:
+    seg = VadSegmenter(SR, max_segment=10)
+    found = []
+    for block in segment.stream_audio(str(path), SR):
+        found += seg.feed(block)
+    return [(s.start, s.end) for s in found + seg.finish()]
+
+
+def test_the_sequence_model_finds_what_the_window_by_window_model_finds(
+    words_file: tuple[Path, list], monkeypatch
+) -> None:
+    """With onnxruntime, silero's sequence model (one call per 16 s) replaces the TorchScript model (one call
+    per 32 ms); without it, the TorchScript model is the fallback. Same segments either way."""
+    path, spans = words_file
+    monkeypatch.setattr(segment, "_SILERO", {})
+    assert segment._is_sequence(segment._silero_model())
+    sequence = _vad_segments(path)
+    monkeypatch.setattr(segment, "_SILERO", {})
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    assert not segment._is_sequence(segment._silero_model())
+    assert _vad_segments(path) == sequence and len(sequence) == len(spans)
+
+
 def test_vad_segments_are_single_utterances_padded_into_the_pauses(words_file: tuple[Path, list]) -> None:
     path, spans = words_file
     report = new_report("vad", None, None)

@@ -25,6 +25,7 @@ what was done per file (method, count, min/median/max length, the limit and wher
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,15 +274,30 @@ def silero_available() -> bool:
 
 
 def _silero_model() -> Any:
+    """Silero's "sequence" ONNX model when onnxruntime is installed, else its TorchScript model (both ship in
+    the wheel). The stock path calls the model once per 32 ms window from a Python loop; the sequence model
+    takes up to 16 s of windows per call, with the same probabilities (silero-vad 6.2's sequence_vad).
+    Measured on a 35 s file: 0.95 s -> 0.12 s, identical timestamps, probabilities within 1e-5."""
     if "model" not in _SILERO:
-        _SILERO["model"] = _import_silero().load_silero_vad()  # the TorchScript model inside the wheel
+        silero = _import_silero()
+        try:
+            import onnxruntime  # noqa: F401  (optional: the `onnx`/`dev` extras)
+
+            _SILERO["model"] = silero.load_silero_vad(sequence=True)
+        except (ImportError, TypeError):  # no onnxruntime, or a silero-vad without the sequence model
+            _SILERO["model"] = silero.load_silero_vad()
     return _SILERO["model"]
+
+
+def _is_sequence(model: Any) -> bool:
+    return hasattr(model, "session")  # SileroVADSequence holds an onnxruntime session; the JIT model does not
 
 
 class VadSegmenter(_PauseSegmenter):
     """Silero VAD speech spans (speech probability per 32 ms chunk, hysteresis at `threshold`).
 
-    Silero runs at 16 kHz (or 8 kHz); other rates are resampled for the detector only.
+    Silero runs at 16 kHz (the TorchScript model also at 8 kHz); other rates are resampled for the
+    detector only.
     """
 
     method = "silero"
@@ -294,19 +310,28 @@ class VadSegmenter(_PauseSegmenter):
         super().__init__(sampling_rate, max_segment, **kw)
         self.threshold = threshold
         self.model = _silero_model()
-        self._speech_timestamps = _import_silero().get_speech_timestamps
+        if _is_sequence(self.model):
+            self._speech_timestamps = importlib.import_module(
+                "silero_vad.sequence_vad"
+            ).get_speech_timestamps_sequence
+            self._rates: tuple[int, ...] = (16000,)
+        else:
+            self._speech_timestamps = _import_silero().get_speech_timestamps
+            self._rates = (8000, 16000)
 
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
-        vad_sr = self.sr if self.sr in (8000, 16000) else 16000
+        vad_sr = self.sr if self.sr in self._rates else 16000
         x = y
         if vad_sr != self.sr:
             x = soxr.resample(y, self.sr, vad_sr, quality="HQ").astype(np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        sequence = _is_sequence(self.model)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model run 31 times per second: threads only add overhead
         try:
             with torch.no_grad():
                 spans = self._speech_timestamps(
-                    torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                    x if sequence else torch.from_numpy(x),
                     self.model,
                     threshold=self.threshold,
                     sampling_rate=vad_sr,
@@ -316,7 +341,8 @@ class VadSegmenter(_PauseSegmenter):
                 )
         finally:
             torch.set_num_threads(threads)
-        self.model.reset_states()
+        if not sequence:
+            self.model.reset_states()
         scale = self.sr / vad_sr
         return [(int(sp["start"] * scale), min(len(y), int(sp["end"] * scale))) for sp in spans]
 
