@@ -27,6 +27,7 @@ from transformers import AutoFeatureExtractor, AutoTokenizer
 
 from speeched.errors import UsageError
 from speeched.inference.options import Decoded
+from speeched.modeling.fbank import vectorised
 
 ENCODER = "encoder.onnx"
 DECODER_INIT = "decoder_init.onnx"
@@ -84,7 +85,7 @@ class OnnxSpeechModel:
         self._past_inputs = {i.name for i in self.decoder_with_past.get_inputs()}
         self._init_inputs = {i.name for i in self.decoder_init.get_inputs()}
         self.tokenizer = AutoTokenizer.from_pretrained(str(root))
-        self.feature_extractor = AutoFeatureExtractor.from_pretrained(str(root))
+        self.feature_extractor = vectorised(AutoFeatureExtractor.from_pretrained(str(root)))
         self.num_layers = int(self.meta["num_layers"])
         eos = self.meta["eos_token_id"]
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from speeched.errors import SpeechedError
+from speeched.modeling.fbank import vectorised
 from speeched.modeling.model import SpeechEncoderDecoderModel
 
 logger = logging.getLogger("speeched")
@@ -97,7 +98,7 @@ def default_feature_extractor(encoder_config: Any) -> Any:
 
 def load_feature_extractor(source: str, encoder_config: Any | None = None) -> Any:
     try:
-        return AutoFeatureExtractor.from_pretrained(source)
+        return vectorised(AutoFeatureExtractor.from_pretrained(source))
     except (OSError, ValueError) as err:
         if encoder_config is None:
             raise ModelDirError(f"cannot load a feature extractor from {source!r}: {err}") from err
@@ -130,7 +131,7 @@ def load_model_dir(path: str | os.PathLike, device: str | None = None) -> Loaded
     if device:
         model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(str(root))
-    feature_extractor = AutoFeatureExtractor.from_pretrained(str(root))
+    feature_extractor = vectorised(AutoFeatureExtractor.from_pretrained(str(root)))
     report = root / INIT_REPORT
     if report.is_file():
         model.init_report = json.loads(report.read_text())
