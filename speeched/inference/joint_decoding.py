@@ -171,6 +171,9 @@ class _Search:
         each surviving beam, best first."""
         candidates: list[Hypothesis] = []
         parents: list[int] = []
+        # A CTC state depends only on its unit sequence, and many candidates share one: tokens spelling the
+        # same word ("two", "Two"), or words outside the CTC vocabulary (all <unk>). Extend each once.
+        states: dict[tuple[int, ...], CTCState] = {}
         for row, h, vals, toks in zip(rows, self.beams, values, tokens, strict=True):
             for v, tok in zip(vals, toks, strict=True):
                 att_score = h.att + v
@@ -179,7 +182,10 @@ class _Search:
                     self.finished.append(Hypothesis([*h.tokens, tok], att_score, h.ctc, score))
                     continue
                 new = [*h.tokens, tok]
-                state = extend_to(h.ctc, units(new), self.logp, self.initial)
+                key = tuple(units(new))
+                state = states.get(key)
+                if state is None:
+                    state = states[key] = extend_to(h.ctc, list(key), self.logp, self.initial)
                 candidates.append(Hypothesis(new, att_score, state, self._joint(att_score, state.score)))
                 parents.append(row)
         order = sorted(range(len(candidates)), key=lambda i: candidates[i].score, reverse=True)[
