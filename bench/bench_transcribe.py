@@ -18,6 +18,8 @@ both sides) and are scored with the same normaliser ("basic") and jiwer, over al
 - speeched transcribe (VAD segmentation, segments of all files batched by duration) with the model's
   recorded decoding (for the demo: joint CTC/attention, λ=0.8, 4 beams) and attention-only with the same
   beams (ctc_weight 0): the second row does the same kind of search as the pipeline.
+- For a model with a CTC head, also speeched with `ctc_weight 1`: the CTC head's best path, no decoder
+  (the pipeline cannot run a CTC head: transformers' SpeechEncoderDecoderModel has none).
 - Beam widths: the model's own and each of `--beams` (default 2), on both sides (speeched's joint search,
   the pipeline at every chunk length). Two comparisons are printed: the same beams and the pipeline's
   best chunk; and iso-quality, the target's own terms: the pipeline's lowest-WER setting of all against
@@ -200,6 +202,10 @@ def main() -> None:
                 sides[f"speeched transcribe, {what} (joint CTC/attention λ={lam}, {w} beams)"] = lambda w=w: (
                     run_speeched(a.model, paths, None if w == beams else w, None)
                 )
+        if lam > 0:
+            sides["speeched transcribe, CTC only (ctc_weight 1: the CTC head's best path, no decoder)"] = (
+                lambda: run_speeched(a.model, paths, 1, 1.0)
+            )
         sides[f"speeched transcribe, attention-only ({beams} beams, ctc_weight 0)"] = lambda: run_speeched(
             a.model, paths, beams, 0.0
         )

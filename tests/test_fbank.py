@@ -41,7 +41,9 @@ def test_the_vectorised_extractor_gives_the_same_batches_and_saves_as_the_stock_
     fast.save_pretrained(tmp_path)
     assert type(AutoFeatureExtractor.from_pretrained(tmp_path)) is Speech2TextFeatureExtractor
     assert type(load_feature_extractor(str(tmp_path))) is VectorisedSpeech2TextFeatureExtractor
-    assert type(pickle.loads(pickle.dumps(fast))) is VectorisedSpeech2TextFeatureExtractor  # DataLoader workers
+    assert (
+        type(pickle.loads(pickle.dumps(fast))) is VectorisedSpeech2TextFeatureExtractor
+    )  # DataLoader workers
 
 
 def test_other_extractors_are_left_as_they_are() -> None:

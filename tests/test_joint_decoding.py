@@ -181,3 +181,66 @@ def test_a_wider_pre_beam_lets_ctc_rescue_a_word_the_attention_ranks_low(tmp_pat
     wide = joint_decode(model, tok, feats, None, pre_beam=8, **kwargs)[0]
     assert one not in narrow
     assert wide == [one, eos]
+
+
+def test_ctc_weight_one_decodes_the_ctc_best_path_without_running_the_decoder(tmp_path):
+    """λ = 1 leaves the attention term no weight: decode() returns the CTC head's best path (repeats
+    collapsed, blanks and <unk> dropped) and never calls the decoder."""
+    import numpy as np
+
+    from speeched.inference import DecodeOptions, InferenceModel, decode
+    from speeched.inference.features import featurize
+    from speeched.modeling.ctc import decode_ctc_ids
+
+    lm = _word_ctc_model(tmp_path)
+    model = lm.model
+    with torch.no_grad():  # a CTC head that prefers "one"/"two" on alternating stretches of frames
+        model.ctc_head.proj.weight.normal_(0, 1.0)
+    rng = np.random.default_rng(0)
+    audio = [(0.3 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 24000, 9000)]
+
+    def no_decoder(*args, **kwargs):
+        raise AssertionError("the decoder ran")
+
+    model.decoder.forward = no_decoder
+    im = InferenceModel(model, lm.tokenizer, lm.feature_extractor)
+    out = decode(im, audio, DecodeOptions(ctc_weight=1.0, num_beams=4, max_duration=100))
+    expected = []
+    for x in audio:  # one at a time: the best path of each input alone
+        with torch.no_grad():
+            enc = model.encode(**featurize(lm.feature_extractor, [x], "cpu"))
+            best = model.ctc_head(enc.raw_last_hidden_state).argmax(-1)[
+                0, : int(model.ctc_frame_lengths(enc)[0])
+            ]
+        expected.append(decode_ctc_ids(best.tolist(), model.config.ctc_vocab, "word"))
+    assert [d.text for d in out] == expected
+    assert any(expected) and all(set(t.split()) <= {"one", "two"} for t in expected)
+    assert all(d.token_ids == [] and d.num_tokens == len(d.text.split()) for d in out)
+    assert DecodeOptions(ctc_weight=1.0).strategy().startswith("CTC only")
+
+
+def test_one_beam_joint_search_is_what_decode_runs_for_num_beams_1(tmp_path, monkeypatch):
+    """num_beams=1 with a CTC weight is a greedy joint search (it used to be widened to 2 beams)."""
+    import importlib
+
+    import numpy as np
+
+    from speeched.inference import DecodeOptions, InferenceModel, decode
+    from speeched.inference.joint_decoding import joint_decode
+
+    generate = importlib.import_module("speeched.inference.generate")
+    widths = []
+
+    def recording(model, tokenizer, x, mask, num_beams, *args, **kwargs):
+        widths.append(num_beams)
+        return joint_decode(model, tokenizer, x, mask, num_beams, *args, **kwargs)
+
+    monkeypatch.setattr(generate, "joint_decode", recording)
+    lm = _word_ctc_model(tmp_path)
+    x = (0.3 * np.random.default_rng(1).standard_normal(16000)).astype(np.float32)
+    im = InferenceModel(lm.model, lm.tokenizer, lm.feature_extractor)
+    for beams in (1, 3):
+        out = decode(im, [x], DecodeOptions(ctc_weight=0.5, num_beams=beams, max_new_tokens=6))
+        assert out[0].error is None and out[0].skipped is None
+    assert widths == [1, 3]
+    assert DecodeOptions(ctc_weight=0.5, num_beams=1).strategy().endswith("(λ=0.5, 1 beam)")

@@ -19,8 +19,8 @@ CTC_WEIGHT = typer.Option(
     "--ctc-weight",
     min=0.0,
     max=1.0,
-    help="λ of joint CTC/attention beam search (needs a CTC head; 0 = plain generate) (default: the λ the "
-    "model was validated with in training, else 0).",
+    help="λ of joint CTC/attention beam search (needs a CTC head; 0 = plain generate; 1 = the CTC head's best "
+    "path alone, no decoder) (default: the λ the model was validated with in training, else 0).",
 )
 SRC_LANG = typer.Option(
     None,

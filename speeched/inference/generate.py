@@ -21,6 +21,7 @@ from speeched.inference.joint_decoding import joint_decode
 from speeched.inference.loading import InferenceModel
 from speeched.inference.options import Decoded, DecodeOptions
 from speeched.inference.rescoring import rescore_beams
+from speeched.modeling.ctc import ctc_greedy_decode
 
 NON_FINITE_FEATURES = "non-finite features"
 
@@ -115,9 +116,14 @@ def _generate_with_ctc(
             "--ctc-weight needs a model with a CTC head (compose it with ctc_weight / ctc_vocab)"
         )
     name = "input_values" if "input_values" in inputs else "input_features"
-    beams = max(2, options.num_beams or 1)
+    if options.ctc_weight is not None and options.ctc_weight >= 1.0:
+        return _ctc_only(im, inputs[name], inputs.get("attention_mask"), cap)
+    cross = model.config.coupling == "cross_attention"
+    # The joint search runs with one beam too (greedy, each step's best joint score among the pre-beam's
+    # candidates); rescoring needs at least two hypotheses to choose from.
+    beams = max(1 if cross else 2, options.num_beams or 1)
     lam = float(options.ctc_weight or 0.0)
-    if model.config.coupling == "cross_attention":
+    if cross:
         token_lists = joint_decode(
             model, tokenizer, inputs[name], inputs.get("attention_mask"), beams, lam, cap, prefix=prefix
         )
@@ -144,3 +150,18 @@ def _generate_with_ctc(
         k = next((i for i, t in enumerate(ids) if t in eos), len(ids))
         out.append(Decoded(text.strip(), k, k == len(ids) and k >= cap, list(ids), cap))
     return out
+
+
+def _ctc_only(im: InferenceModel, x: torch.Tensor, mask: torch.Tensor | None, cap: int) -> list[Decoded]:
+    """λ = 1: the attention term has no weight, so the decoder is not run at all: the CTC head's best path
+    (argmax per frame, repeats collapsed, blanks dropped), as ESPnet/NeMo decode CTC models. Fast (encoder
+    only) and monotonic; no language model beyond what the encoder learned. `token_ids` stay empty (no
+    decoder sequence, so no attention plot); `num_tokens` counts the decoder tokens of the text."""
+    model, tokenizer = im.model, im.tokenizer
+    with torch.inference_mode():
+        enc = model.encode(x, attention_mask=mask)
+        logits = model.ctc_head(enc.raw_last_hidden_state)
+        frames = model.ctc_frame_lengths(enc)
+    texts = ctc_greedy_decode(logits, frames, model.config.ctc_vocab, model.config.ctc_units)
+    counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids] if texts else []
+    return [Decoded(text, n, False, [], cap) for text, n in zip(texts, counts, strict=True)]

@@ -23,7 +23,7 @@ class DecodeOptions:
     """
 
     num_beams: int | None = None  # None: the model's recorded default, else 1 (greedy)
-    ctc_weight: float | None = None  # > 0: joint CTC/attention with the CTC head; None: model default
+    ctc_weight: float | None = None  # > 0: joint CTC/attention; 1: CTC head only; None: model default
     max_duration: float = 120.0
     max_batch_size: int | None = None
     max_new_tokens: int | None = None
@@ -41,8 +41,10 @@ class DecodeOptions:
     def strategy(self) -> str:
         """A human-readable name of the search (resolved options only)."""
         beams, lam = self.num_beams or 1, self.ctc_weight or 0.0
+        if lam >= 1:
+            return "CTC only (the CTC head's best path; the decoder is not run)"
         if lam > 0:
-            return f"joint CTC/attention beam search (λ={lam}, {max(2, beams)} beams)"
+            return f"joint CTC/attention beam search (λ={lam}, {beams} beam{'s' if beams > 1 else ''})"
         return "greedy" if beams == 1 else f"beam search ({beams} beams)"
 
 
