@@ -220,3 +220,42 @@ def test_energy_split_follows_librosas_rule() -> None:
             hop_length=hop,
         )
         assert energy_split(y, 35.0, frame, hop, ABSOLUTE_FLOOR_POWER) == [tuple(r) for r in want.tolist()]
+
+
+def test_digital_silence_in_a_segment_gets_a_seeded_noise_floor_and_speech_is_untouched() -> None:
+    rng = np.random.default_rng(0)
+    speech = (0.2 * rng.standard_normal(3000)).astype(np.float32)
+    speech[speech == 0] = 1e-3
+    short_gap = np.zeros(SR // 200, np.float32)  # 5 ms: under the 10 ms minimum, left alone
+    audio = np.concatenate(
+        [np.zeros(SR // 10, np.float32), speech, short_gap, speech, np.zeros(SR // 5, np.float32)]
+    )
+    out, filled = segment.fill_digital_silence(audio, SR, seed=7)
+    zeros_filled = SR // 10 + SR // 5
+    assert filled == zeros_filled and out.dtype == audio.dtype
+    assert np.array_equal(out[SR // 10 : SR // 10 + 3000], speech)  # speech untouched
+    assert np.all(out[SR // 10 + 3000 : SR // 10 + 3000 + len(short_gap)] == 0)  # the short gap too
+    lead = out[: SR // 10]
+    assert (
+        np.all(lead != 0)
+        and abs(20 * np.log10(np.sqrt(np.mean(lead**2))) - segment.DIGITAL_SILENCE_FILL_DBFS) < 1.0
+    )
+    again, _ = segment.fill_digital_silence(audio, SR, seed=7)
+    assert np.array_equal(out, again)  # seeded: the same file gives the same features
+    silent = np.zeros(SR, np.float32)
+    assert segment.fill_digital_silence(silent, SR, seed=0) == (silent, 0)  # decoding skips these as silence
+
+
+def test_vad_segments_of_a_file_with_exact_zero_pauses_carry_the_floor_and_say_so(
+    words_file: tuple[Path, list],
+) -> None:
+    path, _ = words_file  # pauses of exact zeros, as eSpeak writes them
+    report = new_report("vad", None, 10)
+    segs = list(segment_file(str(path), SR, "vad", 10, report=report))
+    assert segs and report.filled_seconds > 0
+    for s in segs:  # no run of 10 ms of exact zeros is left in what gets decoded
+        z = np.concatenate(([0], (s.audio == 0).view(np.int8), [0]))
+        edges = np.diff(z)
+        assert np.all(np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1) < SR // 100)
+    assert report.as_dict()["digital_silence_filled_seconds"] > 0
+    assert "dBFS floor" in report.summary()
