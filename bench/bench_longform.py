@@ -12,6 +12,7 @@ CTC forced alignment (`transcribe --words`: `TranscribeOptions(words=True)`) aga
 utterance boundaries (target <= 0.1 s). Writes a JSON result.
 
     .venv/bin/python bench/bench_longform.py --model runs/demo/best --out runs/bench/longform.json
+    .venv/bin/python bench/bench_longform.py --model runs/demo/best runs/demo-seed*/best   # a table, medians
 
 The library calls live in `load`, `transcribe_longform` and `decode_one_by_one`.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import random
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -145,18 +147,28 @@ def boundary_errors(words: list[dict], utts: list[dict]) -> list[float]:
     return errors
 
 
-def run(args: argparse.Namespace) -> dict:
+def recordings(args: argparse.Namespace) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+    """(voices, {copy name: audio}, utterances). Built once per process and scored by every model:
+    eSpeak NG keeps state between calls (a second synthesis of the same text in one process can differ
+    by a few samples), so rebuilding it per model would score each model on slightly different audio."""
     engine = Espeak()
     voices = [v for v in args.voices if engine.has_voice(v)]
     if not voices:
         raise SystemExit(f"none of the voices {args.voices} exists in this eSpeak NG")
-    t0 = time.perf_counter()
     clean, utts = build_recording(args.seconds, args.seed, voices)
     noisy = add_noise(clean, utts, args.snr, args.seed)
     floor = clean + 10 ** (args.floor_db / 20) * np.random.default_rng(args.seed + 1).standard_normal(
         len(clean)
     )
     floor = np.clip(floor, -1.0, 1.0).astype(np.float32)
+    copies = {"clean": clean, _floor_name(args): floor, f"snr{args.snr:g}": noisy}
+    return voices, copies, utts
+
+
+def run(args: argparse.Namespace, recs: tuple[list[str], dict[str, np.ndarray], list[dict]]) -> dict:
+    voices, copies, utts = recs
+    clean = copies["clean"]
+    t0 = time.perf_counter()
     refs = [u["text"] for u in utts]
     im = load(args.model)
     result: dict = {
@@ -168,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         "segment": args.segment,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for name, audio in (("clean", clean), (_floor_name(args), floor), (f"snr{args.snr:g}", noisy)):
+        for name, audio in copies.items():
             wav = Path(tmp) / f"{name}.wav"
             sf.write(wav, audio, SAMPLE_RATE)
             t = time.perf_counter()
@@ -209,9 +221,59 @@ def _floor_name(args: argparse.Namespace) -> str:
     return f"floor{args.floor_db:g}dBFS"
 
 
+def _lines(args: argparse.Namespace, result: dict) -> list[str]:
+    out = []
+    for name in ("clean", _floor_name(args), f"snr{args.snr:g}"):
+        r = result[name]
+        seg = r["segmentation"] if isinstance(r["segmentation"], dict) else {}
+        out.append(
+            f"{name:>8}: WER long-form {100 * r['wer_longform']:.1f}% vs one-by-one "
+            f"{100 * r['wer_one_by_one']:.1f}% (ratio {r['ratio']}); {seg.get('segments')} segments "
+            f"(limit {seg.get('limit_seconds')} s, {seg.get('method')}); word-boundary median error "
+            f"{r['word_boundary_median_error_s']} s over {r['word_boundaries_measured']} boundaries"
+        )
+    return out
+
+
+def _summary(args: argparse.Namespace, results: list[dict]) -> list[str]:
+    """One row per model and the median (min-max) over them: the seeds of one recipe, say."""
+    names = ("clean", _floor_name(args), f"snr{args.snr:g}")
+
+    def cell(values: list[float], digits: int = 2) -> str:
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+    rows = [
+        "| model | " + " | ".join(f"{n} ratio" for n in names) + " | word-boundary error clean / noisy (s) |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for r in results:
+        rows.append(
+            f"| {r['model']} | "
+            + " | ".join(
+                f"{r[n]['ratio']} ({100 * r[n]['wer_longform']:.1f}% / {100 * r[n]['wer_one_by_one']:.1f}%)"
+                for n in names
+            )
+            + f" | {r['clean']['word_boundary_median_error_s']} / {r[names[2]]['word_boundary_median_error_s']} |"
+        )
+    rows.append(
+        f"| **median (min–max), n={len(results)}** | "
+        + " | ".join(f"**{cell([r[n]['ratio'] for r in results])}**" for n in names)
+        + f" | {cell([r['clean']['word_boundary_median_error_s'] for r in results], 3)} / "
+        f"{cell([r[names[2]]['word_boundary_median_error_s'] for r in results], 3)} |"
+    )
+    return [
+        "Ratio = long-form WER / one-by-one WER of the same utterances (long-form % / one-by-one %). "
+        "Targets: ≤ 1.5 clean, ≤ 2 at 10 dB SNR; word boundaries ≤ 0.1 s.",
+        "",
+        *rows,
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="model directory (speeched train/init output)")
+    p.add_argument(
+        "--model", required=True, nargs="+", help="model directories (several: a table and medians)"
+    )
     p.add_argument("--seconds", type=float, default=180.0, help="length of the recording")
     p.add_argument("--snr", type=float, default=10.0, help="SNR (dB) of the noisy copy")
     p.add_argument("--floor-db", type=float, default=-60.0, help="noise floor (dBFS) of the third copy")
@@ -221,20 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-segment", type=float, default=None, help="default: the model's training range")
     p.add_argument("--out", default=None, help="write the JSON result here")
     args = p.parse_args(argv)
-    result = run(args)
-    for name in ("clean", _floor_name(args), f"snr{args.snr:g}"):
-        r = result[name]
-        seg = r["segmentation"] if isinstance(r["segmentation"], dict) else {}
-        print(
-            f"{name:>8}: WER long-form {100 * r['wer_longform']:.1f}% vs one-by-one "
-            f"{100 * r['wer_one_by_one']:.1f}% (ratio {r['ratio']}); {seg.get('segments')} segments "
-            f"(limit {seg.get('limit_seconds')} s, {seg.get('method')}); word-boundary median error "
-            f"{r['word_boundary_median_error_s']} s over {r['word_boundaries_measured']} boundaries"
-        )
-    print(json.dumps(result, indent=2))
+    models = list(args.model)
+    recs = recordings(args)
+    results = []
+    for model in models:
+        args.model = model
+        results.append(run(args, recs))
+        print(f"{model}:" if len(models) > 1 else "", *_lines(args, results[-1]), sep="\n")
+    if len(results) > 1:
+        print("", *_summary(args, results), sep="\n")
+    else:
+        print(json.dumps(results[0], indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        payload = results[0] if len(results) == 1 else {"runs": results}
+        Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

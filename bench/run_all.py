@@ -53,7 +53,8 @@ def benches(quick: bool) -> list[tuple[str, str, list[str]]]:
                 ["bench/bench_generalisation.py", "--runs", "runs/demo*", "--data", "data/digits"]))  # fmt: skip
     if longform_model:
         out.append(("longform", "Long-form transcription vs one by one",
-                    ["bench/bench_longform.py", "--model", longform_model, *(["--seconds", "30"] if q else [])]))  # fmt: skip
+                    ["bench/bench_longform.py", "--model", longform_model, *([] if q else _seed_models()),
+                     *(["--seconds", "30"] if q else [])]))  # fmt: skip
     if (ROOT / "bench/bench_onnx.py").exists():
         out.append(
             (
@@ -70,6 +71,12 @@ def _demo_model() -> str | None:
         if (cand / "config.json").exists():
             return str(cand.relative_to(ROOT))
     return None
+
+
+def _seed_models() -> list[str]:
+    """The `make demo SEED=N` models, scored next to the demo model where a bench takes several."""
+    found = [c for c in sorted(ROOT.glob("runs/demo-seed*/best")) if (c / "config.json").exists()]
+    return [str(c.relative_to(ROOT)) for c in found if str(c.relative_to(ROOT)) != _demo_model()]
 
 
 def run_bench(cmd: list[str], timeout: float) -> tuple[str, float, int]:
