@@ -383,7 +383,7 @@ class EvalConfig(StrictModel):
         ge=0,
         le=1,
         description="joint CTC/attention decoding: rescore beam hypotheses by (1-λ)·attention + λ·CTC "
-        "(needs a CTC head; 0 = plain generate)",
+        "(needs a CTC head; 0 = plain generate; 1 = the CTC head's best path alone, no decoder)",
     )
     max_new_tokens: int = Field(128, ge=1, description="generation length limit")
     max_duration: float = Field(120.0, gt=0, description="seconds of audio per evaluation batch")
