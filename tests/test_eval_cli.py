@@ -271,6 +271,10 @@ def test_eval_and_transcribe_default_to_the_decoding_the_model_was_validated_wit
     assert resolved({**recorded, "ctc_vocab": ["<b>"]}) == (4, 0.8)
     assert resolved({**recorded, "ctc_vocab": None}) == (4, 0.0)  # a recorded λ without a CTC head
     assert resolved({**recorded, "ctc_vocab": None}, ctc_weight=0.0, num_beams=2) == (2, 0.0)
+    ctc = {"ctc_vocab": ["<b>"]}
+    assert resolved({**ctc, "coupling": "cross_attention"}, ctc_weight=0.5, num_beams=1) == (1, 0.5)
+    assert resolved({**ctc, "coupling": "prefix"}, ctc_weight=0.5, num_beams=1) == (2, 0.5)  # N-best rescoring
+    assert resolved({**ctc, "coupling": "prefix"}, ctc_weight=1.0, num_beams=1) == (1, 1.0)  # CTC only
 
 
 def test_eval_with_silent_and_missing_files_scores_the_rest_and_exits_1(

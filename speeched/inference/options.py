@@ -60,6 +60,8 @@ def resolve_options(model: Any, options: DecodeOptions) -> DecodeOptions:
     lam = options.ctc_weight if options.ctc_weight is not None else float(saved.get("ctc_weight", 0.0))
     if lam > 0 and options.ctc_weight is None and not getattr(model.config, "ctc_vocab", None):
         lam = 0.0  # a recorded λ without a CTC head cannot apply; an explicit one gets its clear error
+    if 0 < lam < 1 and getattr(model.config, "coupling", "cross_attention") != "cross_attention":
+        beams = max(2, beams)  # prefix models rescore an N-best list: it needs two hypotheses at least
     return options.replace(num_beams=beams, ctc_weight=lam)
 
 
