@@ -1,4 +1,4 @@
-"""Synthesize an offline spoken corpus (digits or English->German sentences) with eSpeak NG.
+"""Synthesize an offline spoken corpus (digits or English->German sentences) with eSpeak NG (and Piper).
 
 Why: tests, demos and CI need real speech with exact transcripts and no downloads.
 
@@ -12,11 +12,16 @@ see `speeched.data.espeak`. Rate, pitch and intonation range are drawn per utter
   accents/synthesisers), with the column `unseen` saying which part is new.
 `corpus.json` records the voices, accents and variants of every split.
 
+`piper_fraction` > 0: that share of the train split is spoken instead by a neural voice (Piper's
+`en_US-joe-medium`, see `speeched.data.piper_voice`), with its rate, variation and a pitch/formant shift
+drawn per utterance. dev/test/test_unseen stay eSpeak, so their numbers keep measuring the same thing;
+speech from a synthesiser never trained on (CMU Flite, `bench/flite_digits.py`) measures what it buys.
+
 Determinism: everything is planned up front from one `random.Random(seed)`. Because eSpeak keeps
 hidden state between utterances (see `speeched.data.espeak`), the plan is cut into fixed shards of
 `SHARD_SIZE` utterances and each shard is synthesized in a fresh Python process (never a fork of
 a parent that may already have used eSpeak). Same seed -> identical manifests and audio
-bytes, whatever `workers` is. `noise=True` adds reverberation and noise with
+bytes, whatever `workers` is (Piper too: its noise nodes are seeded per shard process). `noise=True` adds reverberation and noise with
 `speeched.data.augment`, seeded per utterance from (seed, utterance number).
 """
 
@@ -33,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +58,9 @@ from speeched.data.espeak import (
     voice_name,
 )
 from speeched.data.grammar import GENERATORS, KINDS
+from speeched.data import piper_voice
+from speeched.data.piper_voice import VOICE_NAME as PIPER_VOICE
+from speeched.data.piper_voice import PiperStyle, PiperVoiceEngine
 from speeched.errors import UsageError
 
 SPLITS: tuple[str, ...] = ("train", "dev", "test", "test_unseen")
@@ -120,10 +129,13 @@ class _Job:
     pitch_range: int
     audio: str  # relative to out_dir
     noise_seed: list[int] | None  # (seed, utterance number) when noise is added
+    # spoken by Piper, not eSpeak: a PiperStyle's fields, and the "seed" of the shard's Piper session when
+    # this is the shard's first Piper utterance
+    piper: dict | None = None
 
     @property
     def voice(self) -> str:
-        return voice_name(self.accent, self.variant)
+        return PIPER_VOICE if self.piper is not None else voice_name(self.accent, self.variant)
 
 
 def split_combos(
@@ -215,8 +227,12 @@ def _plan(
     unseen_accents: tuple[str, ...],
     unseen_variants: tuple[str, ...],
     noise: bool,
+    piper_fraction: float = 0.0,
 ) -> tuple[list[_Job], dict[str, int], dict[str, list[Combo]]]:
-    """Every utterance's text, voice and prosody, drawn up front so the result is seed-determined."""
+    """Every utterance's text, voice and prosody, drawn up front so the result is seed-determined.
+
+    The Piper share is drawn from a second generator, so texts and eSpeak voices are the same as without
+    it: a Piper utterance takes over one planned train utterance (same text, id and file)."""
     rng = random.Random(seed)
     counts = _split_counts(num, fractions)
     counts = {split: counts.get(split, 0) for split in SPLITS}
@@ -257,6 +273,14 @@ def _plan(
                     noise_seed=[seed, len(jobs)] if noise else None,
                 )
             )
+    n_piper = math.floor(piper_fraction * counts["train"] + 0.5)
+    if n_piper:
+        prng = random.Random(f"{seed}/piper")
+        for i in sorted(prng.sample(range(counts["train"]), n_piper)):  # train jobs come first
+            style = PiperStyle.draw(prng)
+            jobs[i] = dataclasses.replace(
+                jobs[i], accent="en-us", variant="piper-joe", piper={**asdict(style), "seed": (seed * 100_003 + i) % 2**20}
+            )
     return jobs, counts, by_split
 
 
@@ -290,7 +314,7 @@ def _run_shard(out_dir: Path, jobs: list[_Job], on_done: Callable[[], None]) -> 
         code = proc.wait()
     if code != 0 or len(lengths) != len(jobs):
         raise RuntimeError(
-            f"eSpeak worker for {jobs[0].id}..{jobs[-1].id} failed (exit code {code}, "
+            f"synthesis worker for {jobs[0].id}..{jobs[-1].id} failed (exit code {code}, "
             f"{len(lengths)}/{len(jobs)} utterances done):\n{stderr.strip()[-2000:]}"
         )
     return lengths
@@ -301,10 +325,16 @@ def _worker_main() -> None:
     request = json.load(sys.stdin)
     out_dir = request["out_dir"]
     engine = Espeak()
+    piper = None  # loaded at this shard's first Piper utterance (~1 s)
     augmenter = None
     for raw in request["jobs"]:
         job = _Job(**raw)
-        audio = engine.synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range)
+        if job.piper is not None:
+            style = {k: v for k, v in job.piper.items() if k != "seed"}
+            piper = piper or PiperVoiceEngine(seed=job.piper["seed"])
+            audio = piper.synthesize(job.text, PiperStyle(**style))
+        else:
+            audio = engine.synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range)
         if job.noise_seed is not None:
             augmenter = augmenter or Augmenter(NOISE_AUGMENT, SAMPLE_RATE)
             audio = augmenter(audio, np.random.default_rng(job.noise_seed))
@@ -365,8 +395,10 @@ def _metadata(
         return sorted({c[index] or DEFAULT_VARIANT_NAME for c in combos})
 
     used: dict[str, set[Combo]] = {split: set() for split in SPLITS}
+    used_voices: dict[str, set[str]] = {split: set() for split in SPLITS}
     for job in jobs:
         used[job.split].add((job.accent, job.variant))
+        used_voices[job.split].add(job.voice)
     return {
         "kind": kind,
         "num": num,
@@ -376,7 +408,7 @@ def _metadata(
         "manifests": MANIFEST_NAMES,
         "splits": {
             split: {
-                "voices": sorted(voice_name(*c) for c in used[split]),
+                "voices": sorted(used_voices[split]),
                 "accents": names(list(used[split]), 0),
                 "variants": names(list(used[split]), 1),
                 "voice_pool": sorted(voice_name(*c) for c in combos),  # allotted; `voices` = used
@@ -389,6 +421,21 @@ def _metadata(
         "pitch_range": list(PITCH_RANGE),
         "pitch_variation_range": list(PITCH_VARIATION_RANGE),
         "noise": NOISE_AUGMENT.model_dump(mode="json") if noise else None,
+    }
+
+
+def _piper_metadata(jobs: list[_Job], fraction: float) -> dict | None:
+    n = sum(job.piper is not None for job in jobs)
+    if not n:
+        return None
+    return {
+        "voice": PIPER_VOICE,
+        "fraction": fraction,
+        "train_utterances": n,
+        "length_scale_range": list(piper_voice.LENGTH_SCALE_RANGE),
+        "noise_scale_range": list(piper_voice.NOISE_SCALE_RANGE),
+        "noise_w_range": list(piper_voice.NOISE_W_RANGE),
+        "shift_range": list(piper_voice.SHIFT_RANGE),
     }
 
 
@@ -410,6 +457,7 @@ def synthesize_corpus(
     unseen_fraction: float = 0.1,
     noise: bool = False,
     force: bool = False,
+    piper_fraction: float = 0.0,
 ) -> SynthResult:
     """Write `out_dir/wavs/<split>/<id>.wav` (16 kHz, 16-bit), `out_dir/<split>.jsonl` and corpus.json.
 
@@ -417,9 +465,13 @@ def synthesize_corpus(
     English accents eSpeak ships) x every variant in `variants` (default: `BROAD_VARIANTS`). Accents
     in `unseen_accents` and variants in `unseen_variants` are heard only in test_unseen.
 
+    `piper_fraction` of the train utterances are spoken by Piper's neural voice instead (needs the
+    `voices` extra); the other splits stay eSpeak.
+
     Each manifest line: id, audio (relative to the manifest), text, duration, voice, accent, variant,
-    rate, pitch, pitch_range; in test_unseen also `unseen` (accent | variant | both); for `sentences`
-    also translation, lang ("en") and tgt_lang ("de").
+    rate, pitch, pitch_range (Piper lines: engine "piper", length_scale, noise_scale, noise_w, shift);
+    in test_unseen also `unseen` (accent | variant | both); for `sentences` also translation, lang
+    ("en") and tgt_lang ("de").
     Raises `UsageError` for bad arguments, an existing output (unless `force`) and splits that would be
     empty.
     """
@@ -442,15 +494,27 @@ def synthesize_corpus(
         raise UsageError(str(exc)) from exc
     if unseen_fraction == 0:
         held_accents, held_variants = (), ()
+    if not 0 <= piper_fraction <= 1:
+        raise UsageError(f"piper fraction {piper_fraction} must be in [0, 1] (a share of the train split)")
     Espeak()  # fail here, not in a worker, if eSpeak cannot load
+    if piper_fraction > 0:
+        piper_voice.check_available()  # likewise for the Piper voice
 
     out = Path(out_dir)
-    jobs, counts, by_split = _plan(kind, num, seed, combos, fractions, held_accents, held_variants, noise)
+    jobs, counts, by_split = _plan(
+        kind, num, seed, combos, fractions, held_accents, held_variants, noise, piper_fraction
+    )
     _prepare_out_dir(out, force)
     for split in SPLITS:
         (out / "wavs" / split).mkdir(parents=True, exist_ok=True)
 
-    shards = [jobs[i : i + SHARD_SIZE] for i in range(0, len(jobs), SHARD_SIZE)]
+    # Piper utterances get shards of their own (each shard process loads the voice once, ~1.5 s), queued
+    # first because they are the slow ones (~13x eSpeak per utterance).
+    shards = [
+        group[i : i + SHARD_SIZE]
+        for group in ([j for j in jobs if j.piper is not None], [j for j in jobs if j.piper is None])
+        for i in range(0, len(group), SHARD_SIZE)
+    ]
     with (
         tqdm(total=len(jobs), unit="utt", desc=f"synth {kind}", disable=not progress) as bar,
         ThreadPoolExecutor(max_workers=min(workers, len(shards))) as pool,
@@ -463,7 +527,11 @@ def synthesize_corpus(
 
         lengths = list(pool.map(lambda shard: _run_shard(out, shard, tick), shards))
 
-    samples = [n for shard in lengths for n in shard]
+    done = {
+        job.id: n for shard, shard_lengths in zip(shards, lengths, strict=True)
+        for job, n in zip(shard, shard_lengths, strict=True)
+    }
+    samples = [done[job.id] for job in jobs]
     manifests = {split: out / name for split, name in MANIFEST_NAMES.items()}
     handles = {split: open(path, "w", encoding="utf-8") for split, path in manifests.items()}  # noqa: SIM115
     try:
@@ -476,10 +544,11 @@ def synthesize_corpus(
                 "voice": job.voice,
                 "accent": job.accent,
                 "variant": job.variant or DEFAULT_VARIANT_NAME,
-                "rate": job.rate,
-                "pitch": job.pitch,
-                "pitch_range": job.pitch_range,
             }
+            if job.piper is None:
+                row.update(rate=job.rate, pitch=job.pitch, pitch_range=job.pitch_range)
+            else:
+                row.update({k: v for k, v in job.piper.items() if k != "seed"}, engine="piper")
             if job.unseen is not None:
                 row["unseen"] = job.unseen
             if kind == "sentences":
@@ -490,6 +559,7 @@ def synthesize_corpus(
             handle.close()
     metadata = out / METADATA
     info = _metadata(jobs, kind, num, seed, counts, by_split, held_accents, held_variants, noise)
+    info["piper"] = _piper_metadata(jobs, piper_fraction)
     metadata.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return SynthResult(
         out_dir=out,

@@ -319,7 +319,8 @@ class VadSegmenter(_PauseSegmenter):
         super().__init__(sampling_rate, max_segment, **kw)
         self.threshold = threshold
         self.model = _silero_model()
-        if _is_sequence(self.model):
+        self.sequence = _is_sequence(self.model)
+        if self.sequence:
             self._speech_timestamps = importlib.import_module(
                 "silero_vad.sequence_vad"
             ).get_speech_timestamps_sequence
@@ -329,12 +330,12 @@ class VadSegmenter(_PauseSegmenter):
             self._rates = (8000, 16000)
 
     def _voiced(self, y: np.ndarray) -> list[tuple[int, int]]:
-        vad_sr = self.sr if self.sr in self._rates else 16000
+        vad_sr = self.sr if self.sr in self._rates else 16000  # the rates this silero model runs at
         x = y
         if vad_sr != self.sr:
             x = soxr.resample(y, self.sr, vad_sr, quality="HQ").astype(np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        sequence = _is_sequence(self.model)
+        sequence = self.sequence
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model run 31 times per second: threads only add overhead
         try:
