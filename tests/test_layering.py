@@ -43,6 +43,7 @@ OPTIONAL = {
     "silero_vad",
     "pyroomacoustics",
     "audiomentations",
+    "piper",  # the `voices` extra (speeched.data.piper_voice)
     "tensorboard",
     "wandb",
     "huggingface_hub",

@@ -106,3 +106,15 @@ def test_piper_fraction_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "piper-fraction" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_missing_voice_is_a_usage_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(piper_voice, "available", lambda: False)
+    out = tmp_path / "x"
+    result = CliRunner().invoke(
+        app, ["data", "synth", "--out", str(out), "--num", "20", "--piper-fraction", "0.2"]
+    )
+    assert result.exit_code == 2 and "speeched[voices]" in result.output and "Traceback" not in result.output
+    assert not out.exists()  # refused before anything is written
