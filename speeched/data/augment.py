@@ -356,7 +356,9 @@ def add_silence(
 
     Plain numpy (audiomentations' noise transforms set the level relative to the signal, not to full scale).
     """
-    out = np.pad(np.asarray(audio, np.float32), (int(round(lead * sample_rate)), int(round(trail * sample_rate))))
+    out = np.pad(
+        np.asarray(audio, np.float32), (int(round(lead * sample_rate)), int(round(trail * sample_rate)))
+    )
     if floor_db is None:
         return out
     noise = rng.standard_normal(out.size).astype(np.float32) * np.float32(10 ** (floor_db / 20))

@@ -17,7 +17,7 @@ Voice range: one speaker, so each utterance draws
   rise together by `shift`, like a shorter vocal tract (vocal tract length perturbation on the waveform).
 
 Determinism: the VITS graph draws its noise with `RandomNormalLike` nodes, unseeded by default, so the
-same text gives different audio on each call. `load` seeds those nodes: a fresh session then gives
+same text gives different audio on each call. `PiperVoiceEngine(seed)` seeds those nodes: a fresh engine gives
 byte-identical audio for the same sequence of calls (one intra-op thread), which is what `synth`'s fixed
 shards in fresh processes need (as for eSpeak).
 """
@@ -60,7 +60,12 @@ class PiperStyle:
     @classmethod
     def draw(cls, rng: Any) -> PiperStyle:
         """From a `random.Random`, rounded so the manifest records exactly what was used."""
-        return cls(*(round(rng.uniform(*r), 3) for r in (LENGTH_SCALE_RANGE, NOISE_SCALE_RANGE, NOISE_W_RANGE, SHIFT_RANGE)))
+        return cls(
+            *(
+                round(rng.uniform(*r), 3)
+                for r in (LENGTH_SCALE_RANGE, NOISE_SCALE_RANGE, NOISE_W_RANGE, SHIFT_RANGE)
+            )
+        )
 
 
 def available() -> bool:

@@ -27,6 +27,7 @@ bytes, whatever `workers` is (Piper too: its noise nodes are seeded per shard pr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -38,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from speeched.data import piper_voice
 from speeched.data.augment import AugmentConfig, Augmenter
 from speeched.data.espeak import (
     BROAD_VARIANTS,
@@ -58,7 +59,6 @@ from speeched.data.espeak import (
     voice_name,
 )
 from speeched.data.grammar import GENERATORS, KINDS
-from speeched.data import piper_voice
 from speeched.data.piper_voice import VOICE_NAME as PIPER_VOICE
 from speeched.data.piper_voice import PiperStyle, PiperVoiceEngine
 from speeched.errors import UsageError
@@ -243,7 +243,10 @@ def _plan(
     # variants) does not drown the others and every group's WER rests on about as many utterances.
     unseen_groups: dict[tuple[str, str], list[Combo]] = {}
     for combo in by_split["test_unseen"]:
-        key = (combo[0] if combo[0] in unseen_accents else "", combo[1] if combo[1] in unseen_variants else "*")
+        key = (
+            combo[0] if combo[0] in unseen_accents else "",
+            combo[1] if combo[1] in unseen_variants else "*",
+        )
         unseen_groups.setdefault(key, []).append(combo)
     jobs: list[_Job] = []
     for split in SPLITS:
@@ -279,7 +282,10 @@ def _plan(
         for i in sorted(prng.sample(range(counts["train"]), n_piper)):  # train jobs come first
             style = PiperStyle.draw(prng)
             jobs[i] = dataclasses.replace(
-                jobs[i], accent="en-us", variant="piper-joe", piper={**asdict(style), "seed": (seed * 100_003 + i) % 2**20}
+                jobs[i],
+                accent="en-us",
+                variant="piper-joe",
+                piper={**asdict(style), "seed": (seed * 100_003 + i) % 2**20},
             )
     return jobs, counts, by_split
 
@@ -528,7 +534,8 @@ def synthesize_corpus(
         lengths = list(pool.map(lambda shard: _run_shard(out, shard, tick), shards))
 
     done = {
-        job.id: n for shard, shard_lengths in zip(shards, lengths, strict=True)
+        job.id: n
+        for shard, shard_lengths in zip(shards, lengths, strict=True)
         for job, n in zip(shard, shard_lengths, strict=True)
     }
     samples = [done[job.id] for job in jobs]
