@@ -348,15 +348,12 @@ def main() -> None:
         f"- median over {len(per_seed)} seed(s): speeched "
         f"{fmt_time(None if med['speeched'] == float('inf') else med['speeched'])}, Seq2SeqTrainer "
         f"{fmt_time(None if med['trainer'] == float('inf') else med['trainer'])}; {verdict}",
-        *(
-            [
-                f"- {len(per_seed)} seed(s) only: the target is the median of 3 (`--seeds 0,1,2 --reuse` adds the rest)"
-            ]
-            if len(per_seed) < 3
-            else []
-        ),
-        f"- load average: {started} at start, {load_average()} at end",
     ]
+    if len(per_seed) < 3:
+        lines.append(
+            f"- {len(per_seed)} seed(s) only: the target is the median of 3 (`--seeds 0,1,2 --reuse` adds the rest)"
+        )
+    lines.append(f"- load average: {started} at start, {load_average()} at end")
     print("\n".join(lines))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ if [ -n "$SEED" ] && grep -q "\"num\": $NUM," "$DATA/corpus.json" 2>/dev/null \
   echo "reusing $DATA (same corpus for every seed)"
 else
   # 3500 training utterances over every English accent x 50 voice variants but the held-out ones, 17% of
-  # them (595) spoken instead by a neural voice (Piper's joe, pitch/formants shifted per utterance) so the
+  # them (595) spoken instead by a neural voice (Piper's joe, rate and variation drawn per utterance) so the
   # model hears natural-speech acoustics, not only eSpeak's; dev 100, test 200 (accent x variant pairs never
   # in training), test_unseen 200 (accents/variants never in training), all eSpeak
   "$SPEECHED" data synth --out "$DATA" --kind digits --num "$NUM" --seed 0 --dev-fraction 0.025 \

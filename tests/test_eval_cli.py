@@ -273,10 +273,8 @@ def test_eval_and_transcribe_default_to_the_decoding_the_model_was_validated_wit
     assert resolved({**recorded, "ctc_vocab": None}, ctc_weight=0.0, num_beams=2) == (2, 0.0)
     ctc = {"ctc_vocab": ["<b>"]}
     assert resolved({**ctc, "coupling": "cross_attention"}, ctc_weight=0.5, num_beams=1) == (1, 0.5)
-    assert resolved({**ctc, "coupling": "prefix"}, ctc_weight=0.5, num_beams=1) == (
-        2,
-        0.5,
-    )  # N-best rescoring
+    # N-best rescoring
+    assert resolved({**ctc, "coupling": "prefix"}, ctc_weight=0.5, num_beams=1) == (2, 0.5)
     assert resolved({**ctc, "coupling": "prefix"}, ctc_weight=1.0, num_beams=1) == (1, 1.0)  # CTC only
 
 

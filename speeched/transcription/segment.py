@@ -335,13 +335,12 @@ class VadSegmenter(_PauseSegmenter):
         if vad_sr != self.sr:
             x = soxr.resample(y, self.sr, vad_sr, quality="HQ").astype(np.float32)
         x = np.ascontiguousarray(x, dtype=np.float32)
-        sequence = self.sequence
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # a tiny model run 31 times per second: threads only add overhead
         try:
             with torch.no_grad():
                 spans = self._speech_timestamps(
-                    x if sequence else torch.from_numpy(x),
+                    x if self.sequence else torch.from_numpy(x),
                     self.model,
                     threshold=self.threshold,
                     sampling_rate=vad_sr,
@@ -351,7 +350,7 @@ class VadSegmenter(_PauseSegmenter):
                 )
         finally:
             torch.set_num_threads(threads)
-        if not sequence:
+        if not self.sequence:
             self.model.reset_states()
         scale = self.sr / vad_sr
         return [(int(sp["start"] * scale), min(len(y), int(sp["end"] * scale))) for sp in spans]
