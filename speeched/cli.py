@@ -12,6 +12,7 @@ import typer
 
 from speeched.commands import (
     average,
+    convert,
     data_check,
     data_shard,
     data_synth,
@@ -73,6 +74,9 @@ register(app, "train", train, "Fine-tune from a YAML recipe (runs under `acceler
 register(app, "eval", evaluate, "Decode a data set with generate() and score it (WER/CER or BLEU/chrF).")
 register(app, "transcribe", transcribe, "Transcribe audio files, directories or globs (long-form too).")
 register(app, "average", average, "Average the weights of several checkpoints into one model.")
+register(
+    app, "convert", convert, "Convert a faster-whisper (CTranslate2) Whisper model for init/transformers."
+)
 register(app, "export", export, "Export a model for transformers' pipeline or ONNX Runtime (+ model card).")
 app.add_typer(data_app, name="data")
 register(data_app, "synth", data_synth, "Synthesize an offline spoken corpus with eSpeak NG.", "data synth")

@@ -172,3 +172,19 @@ def test_fixed_window_extractor_is_padded_to_its_window(utts, tok):
     batch = SpeechCollator(fe, tok)([SpeechDataset(utts, fe.sampling_rate)[0]])
     assert batch["input_features"].shape == (1, 80, fe.nb_max_frames)
     assert "attention_mask" not in batch  # Whisper's model_input_names has none
+
+
+def test_window_extractor_padding_to_the_longest_is_cut_at_the_window(utts, tok):
+    from transformers import WhisperFeatureExtractor
+
+    ds = SpeechDataset(utts, 16000)
+    items = [ds[i] for i in range(len(utts))]
+    longest = max(len(it["array"]) for it in items)
+    fe = WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding="longest")
+    assert longest < fe.n_samples
+    batch = SpeechCollator(fe, tok)(items)
+    assert batch["input_features"].shape == (len(items), 80, longest // fe.hop_length)
+    short = WhisperFeatureExtractor(feature_size=80, chunk_length=1, speeched_padding="longest")
+    short.n_samples, short.nb_max_frames = 8000, 50  # a 0.5 s window (chunk_length takes whole seconds)
+    assert longest > short.n_samples  # cut at the window, as transformers cuts a 30 s one
+    assert SpeechCollator(short, tok)(items)["input_features"].shape[-1] == short.nb_max_frames

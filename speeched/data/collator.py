@@ -3,7 +3,8 @@
 The input kind is read from the extractor itself (`model_input_names[0]`): `input_values` for raw-waveform
 encoders (wav2vec2, HuBERT, ...) and `input_features` for log-mel encoders (Speech2Text, Whisper, ...).
 Extractors with a fixed window (`n_samples`, e.g. Whisper's 30 s) are padded to it because their
-encoders require it; everything else is padded to the longest item in the batch. Items may instead
+encoders require it, unless the extractor says `speeched_padding: longest` (then to the longest item, cut
+at the window: `feature_cache.input_window`); everything else is padded to the longest item in the batch. Items may instead
 carry features from `speeched.data.feature_cache` (extracted the same way, one utterance at a time).
 """
 
@@ -84,7 +85,6 @@ class SpeechCollator:
         self.return_attention_mask = "attention_mask" in names and bool(
             getattr(feature_extractor, "return_attention_mask", True)
         )
-        self.fixed_window = getattr(feature_extractor, "n_samples", None)
 
     def targets(self, utts: list[Utterance]) -> list[str]:
         out = []

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from speeched.data.audio import NON_FINITE, AudioError
+from speeched.data.feature_cache import padding_kwargs
 from speeched.inference.options import Decoded
 
 #: Peak amplitude below which an input is digital silence (-80 dBFS): empty text, no decoding.
@@ -36,12 +37,15 @@ def featurize(feature_extractor: Any, arrays: Sequence[np.ndarray], device: Any)
     to `device`; keep only what the encoder takes.
 
     The attention mask is passed only when the extractor produces one by default: wav2vec2 checkpoints
-    with group-norm feature encoders must see zero padding without a mask (as in transformers).
+    with group-norm feature encoders must see zero padding without a mask (as in transformers). A
+    fixed-window extractor (Whisper's `n_samples`) pads as in training (`padding_kwargs`): `padding=True`
+    alone would pad Whisper's inputs to the longest, which transformers' Whisper encoder refuses.
     """
     sr = feature_extractor.sampling_rate
+    pad = padding_kwargs(feature_extractor)
     # Rows a per-utterance normalisation turns into NaN (zero variance) are caught by `finite_rows`.
     with np.errstate(divide="ignore", invalid="ignore"):
-        enc = feature_extractor(list(arrays), sampling_rate=sr, return_tensors="pt", padding=True)
+        enc = feature_extractor(list(arrays), sampling_rate=sr, return_tensors="pt", **pad)
     names = list(getattr(feature_extractor, "model_input_names", ["input_values"])) + ["attention_mask"]
     return {k: v.to(device) for k, v in enc.items() if k in names}
 

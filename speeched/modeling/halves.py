@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from speeched.errors import SpeechedError
+from speeched.modeling.whisper_encoder import any_length
 
 logger = logging.getLogger("speeched")
 
@@ -164,7 +165,7 @@ def encoder_from_config(config: PretrainedConfig) -> PreTrainedModel:
     encoder_cls = type(full.get_encoder())
     if encoder_cls is type(full):
         raise HalfLoadError(f"{type(full).__name__} has no separate encoder to take")
-    return encoder_cls(config)
+    return any_length(encoder_cls(config))
 
 
 def load_encoder(
@@ -191,7 +192,7 @@ def load_encoder(
         raise _offline_hint(name, err) from err
     if getattr(config, "is_encoder_decoder", False):
         # Missing/unexpected keys of the full model are about the discarded decoder too; keep the encoder's.
-        model = model.get_encoder()
+        model = any_length(model.get_encoder())
     return model, HalfLoadInfo(
         source=name,
         random_init=False,

@@ -1,0 +1,88 @@
+"""speeched's Whisper encoder: transformers' own at the window, and any shorter input sliced exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_bert_decoder_dir
+from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from speeched import SpeechEncoderDecoderModel
+from speeched.inference.features import featurize
+from speeched.modeling.whisper_encoder import AnyLengthWhisperEncoder, any_length
+
+
+def _config(positions: int, layerdrop: float = 0.0) -> WhisperConfig:
+    return WhisperConfig(
+        d_model=16, encoder_layers=3, encoder_attention_heads=2, encoder_ffn_dim=24, num_mel_bins=8,
+        max_source_positions=positions, encoder_layerdrop=layerdrop,
+    )  # fmt: skip
+
+
+def _pair(positions: int) -> tuple[WhisperEncoder, AnyLengthWhisperEncoder]:
+    torch.manual_seed(0)
+    ref = WhisperEncoder(_config(positions)).eval()
+    ours = any_length(WhisperEncoder(_config(positions)))
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours.eval()
+
+
+def test_at_the_window_it_is_transformers_encoder() -> None:
+    ref, ours = _pair(20)
+    assert isinstance(ours, AnyLengthWhisperEncoder)
+    x = torch.randn(2, 8, 40)
+    a, b = ref(x, output_hidden_states=True), ours(x, output_hidden_states=True)
+    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, rtol=0, atol=0)
+    assert len(b.hidden_states) == len(a.hidden_states) == 4
+    for got, want in zip(b.hidden_states, a.hidden_states, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("frames", [24, 13])  # even, and odd (the stride-2 conv rounds up)
+def test_a_shorter_input_is_a_window_of_that_length(frames: int) -> None:
+    _, ours = _pair(20)
+    positions = (frames + 1) // 2
+    short = WhisperEncoder(_config(positions)).eval()  # transformers' encoder with a window of `frames`
+    state = ours.state_dict()
+    state["embed_positions.weight"] = state["embed_positions.weight"][:positions]
+    short.load_state_dict(state)
+    x = torch.randn(2, 8, frames)
+    pad = frames % 2  # transformers' encoder takes exactly 2 x positions frames; one zero frame evens it
+    want = short(torch.nn.functional.pad(x, (0, pad)), output_hidden_states=True) if pad else None
+    got = ours(x, output_hidden_states=True)
+    assert got.last_hidden_state.shape == (2, positions, 16)
+    if want is None:
+        want = short(x, output_hidden_states=True)
+        for g, w in zip(got.hidden_states, want.hidden_states, strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-6)
+        torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="window is 40 log-mel frames"):
+        ours(torch.randn(1, 8, 42))
+
+
+def test_layerdrop_in_train_mode_drops_layers_and_their_states() -> None:
+    torch.manual_seed(3)
+    enc = any_length(WhisperEncoder(_config(20, layerdrop=0.5))).train()
+    counts = {len(enc(torch.randn(1, 8, 10), output_hidden_states=True).hidden_states) for _ in range(30)}
+    assert len(counts) > 1 and max(counts) <= 4
+
+
+def test_composed_model_decodes_short_inputs_with_either_padding(tmp_path) -> None:
+    config = WhisperConfig(
+        d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80, max_source_positions=100, vocab_size=100,
+        pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
+    )  # fmt: skip
+    WhisperModel(config).save_pretrained(tmp_path / "whisper")
+    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(tmp_path / "whisper"), str(tiny_bert_decoder_dir(tmp_path))
+    ).eval()
+    audio = [np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 12000)]
+    for padding, frames in (("window", 200), ("longest", 75)):
+        fe = WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding=padding)
+        inputs = featurize(fe, audio, "cpu")  # inference pads as training does (it once padded to the longest)
+        assert inputs["input_features"].shape == (2, 80, frames)
+        ids = model.generate(**inputs, max_new_tokens=3)
+        assert ids.shape[0] == 2
