@@ -82,7 +82,8 @@ def test_composed_model_decodes_short_inputs_with_either_padding(tmp_path) -> No
     audio = [np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 12000)]
     for padding, frames in (("window", 200), ("longest", 75)):
         fe = WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding=padding)
-        inputs = featurize(fe, audio, "cpu")  # inference pads as training does (it once padded to the longest)
+        # inference pads as training does (it once padded Whisper's inputs to the longest, whatever the extractor)
+        inputs = featurize(fe, audio, "cpu")
         assert inputs["input_features"].shape == (2, 80, frames)
         ids = model.generate(**inputs, max_new_tokens=3)
         assert ids.shape[0] == 2

@@ -249,9 +249,9 @@ def convert_ct2_whisper(
     src: str | Path, out: str | Path, window_seconds: int | None = None, pad: str = "window"
 ) -> Path:
     """Write a transformers Whisper folder (safetensors, tokenizer, preprocessor) from a CTranslate2 one."""
-    model, tokenizer, fe = whisper_from_ct2(src, window_seconds, pad)
+    model, tokenizer, feature_extractor = whisper_from_ct2(src, window_seconds, pad)
     out = Path(out)
-    model.save_pretrained(out)
+    model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    fe.save_pretrained(out)
+    feature_extractor.save_pretrained(out)
     return out
