@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 from helpers import tiny_bert_decoder_dir
+from test_alignment import CHAR_VOCAB
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from speeched import SpeechEncoderDecoderModel
+from speeched.inference.alignment import ctc_log_probs
 from speeched.inference.features import featurize
 from speeched.modeling.whisper_encoder import AnyLengthWhisperEncoder, any_length
 
@@ -87,3 +89,12 @@ def test_composed_model_decodes_short_inputs_with_either_padding(tmp_path) -> No
         assert inputs["input_features"].shape == (2, 80, frames)
         ids = model.generate(**inputs, max_new_tokens=3)
         assert ids.shape[0] == 2
+    # the CTC head's frames for word times: 20 ms each and only the audio's, whether or not the extractor
+    # pads to its window (it once read a window-padded input as the audio: times 4x too short, 0.12 s off)
+    model.add_ctc_head(CHAR_VOCAB)
+    model.config.ctc_units = "char"
+    model.eval()
+    for padding in ("window", "longest"):
+        fe = WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding=padding)
+        lp, seconds = ctc_log_probs(model, fe, audio[0])  # 0.5 s
+        assert seconds == 0.02 and lp.shape[0] == 25

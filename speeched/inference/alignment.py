@@ -21,12 +21,14 @@ alignable, times fall back to spreading the words over the segment in proportion
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from speeched.data.feature_cache import padding_kwargs
 from speeched.modeling.ctc import BLANK, SPACE, UNK
 
 NEG_INF = -1e30
@@ -222,8 +224,10 @@ def ctc_frame_seconds(model: object, sampling_rate: int, num_samples: int, num_f
     """Seconds per CTC frame (the CTC head reads the raw encoder output, before any length adaptor).
 
     Exact where the encoder's config says it: wav2vec2-style `inputs_to_logits_ratio` (product of the
-    conv strides, in samples), or a Speech2Text log-mel encoder (10 ms feature shift, each of its
-    `num_conv_layers` halves the rate). Otherwise the measured ratio of input to output length.
+    conv strides, in samples), a Speech2Text log-mel encoder (10 ms feature shift, each of its
+    `num_conv_layers` halves the rate) or Whisper's (10 ms shift, its second conv halves it: 20 ms; the
+    ratio of lengths would be wrong there, since an input padded to Whisper's window is longer than the audio).
+    Otherwise the measured ratio of input to output length.
     """
     enc = getattr(getattr(model, "config", None), "encoder", None)
     ratio = getattr(enc, "inputs_to_logits_ratio", None)
@@ -231,14 +235,21 @@ def ctc_frame_seconds(model: object, sampling_rate: int, num_samples: int, num_f
         return float(ratio) / sampling_rate
     if getattr(enc, "model_type", None) == "speech_to_text":
         return 0.010 * 2 ** int(getattr(enc, "num_conv_layers", 2))
+    if getattr(enc, "model_type", None) == "whisper":
+        return 0.020
     return num_samples / sampling_rate / max(1, num_frames)
 
 
 def ctc_log_probs(model: object, feature_extractor: object, audio: np.ndarray) -> tuple[np.ndarray, float]:
     """(frames, vocab) CTC log-probs of one utterance from the model's CTC head, and seconds per frame."""
     sr = int(feature_extractor.sampling_rate)  # type: ignore[attr-defined]
+    # padded as everywhere else (a fixed-window extractor to its window, unless it pads to the longest)
     inputs = feature_extractor(  # type: ignore[operator]
-        [audio], sampling_rate=sr, return_tensors="pt", return_attention_mask=True
+        [audio],
+        sampling_rate=sr,
+        return_tensors="pt",
+        return_attention_mask=True,
+        **padding_kwargs(feature_extractor),
     )
     device = next(model.parameters()).device  # type: ignore[attr-defined]
     main = inputs.get("input_values", inputs.get("input_features"))
@@ -247,8 +258,11 @@ def ctc_log_probs(model: object, feature_extractor: object, audio: np.ndarray) -
         enc = model.encode(main.to(device), attention_mask=None if mask is None else mask.to(device))  # type: ignore[attr-defined]
         logits = model.ctc_head(enc.raw_last_hidden_state)  # type: ignore[attr-defined]
         n = int(model.ctc_frame_lengths(enc)[0])  # type: ignore[attr-defined]
+        seconds = ctc_frame_seconds(model, sr, len(audio), n)
+        # frames past the audio (a window's padding, which no mask marks) are not the utterance's
+        n = min(n, max(1, math.ceil(len(audio) / sr / seconds - 1e-6)))
         lp = torch.log_softmax(logits[0, :n].float(), dim=-1).cpu().numpy()
-    return lp, ctc_frame_seconds(model, sr, len(audio), n)
+    return lp, seconds
 
 
 def word_timestamps(
