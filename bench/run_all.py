@@ -133,9 +133,9 @@ def demo_section() -> str:
             )
         return "_No demo runs found: run `make demo SEED=1`, `make demo SEED=2`, `make demo SEED=3` first._"
     lines = [
-        "Each row: `make demo SEED=N` (seeded random init of the encoder and new parts, `train.seed=N` for the data "
-        "order; the corpus is the same), scored by `speeched eval` on the held-out test split (voices never heard "
-        "in training).",
+        "Each row: `make demo SEED=N` (seeded random init of the new parts: cross-attention, CTC head, MiniLM's "
+        "LM-head transform; `train.seed=N` for the data order; the pretrained halves and the corpus are the same), "
+        "scored by `speeched eval` on the held-out test split (voices never heard in training).",
         "",
         "| seed | held-out WER | CER | training time | decoding |",
         "|---:|---:|---:|---:|---|",

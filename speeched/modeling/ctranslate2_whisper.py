@@ -238,7 +238,6 @@ def whisper_from_ct2(
         forced_decoder_ids=[[i + 1, added[t]] for i, t in enumerate(prompt)],
         suppress_tokens=config.suppress_tokens,
         begin_suppress_tokens=config.begin_suppress_tokens,
-        max_length=config.max_target_positions,
     )
     extra_fe = {"speeched_padding": "longest"} if pad == "longest" else {}
     fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=chunk, **extra_fe)
