@@ -178,3 +178,17 @@ def test_real_tiny_en_weights_transcribe_speech_in_a_cut_window(tmp_path: Path) 
         # the full window stops where the speech does; before any fine-tuning, a cut window has never seen
         # its end and repeats the digits until max_new_tokens (fine-tuning on the window teaches it to stop)
         assert heard == "728" if folder is None else heard.startswith("728"), heard
+
+
+def test_init_names_convert_when_given_a_ct2_folder(tmp_path: Path) -> None:
+    from helpers import tiny_bert_decoder_dir
+
+    write_ct2(_tiny_whisper(), tmp_path / "ct2")
+    _tokenizer_json(tmp_path / "ct2", 40)
+    dec = tiny_bert_decoder_dir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["init", "--encoder", str(tmp_path / "ct2"), "--decoder", str(dec), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "faster-whisper (CTranslate2)" in result.output and "speeched convert" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "m").exists()

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from speeched.errors import SpeechedError
+from speeched.modeling.ctranslate2_whisper import is_ct2_whisper_dir
 from speeched.modeling.whisper_encoder import any_length
 
 logger = logging.getLogger("speeched")
@@ -104,6 +105,11 @@ def _offline_hint(name: str, err: Exception) -> HalfLoadError:
 def load_config(
     name: str, trust_remote_code: bool = False, **overrides: Any
 ) -> tuple[PretrainedConfig, dict]:
+    if is_ct2_whisper_dir(name):
+        raise HalfLoadError(
+            f"{name!r} is a faster-whisper (CTranslate2) model, which transformers cannot read: convert it first, "
+            f"e.g. `speeched convert {name} --out models/whisper --pad longest`, then pass --encoder models/whisper"
+        )
     try:
         return AutoConfig.from_pretrained(
             name, trust_remote_code=trust_remote_code, return_unused_kwargs=True, **overrides
