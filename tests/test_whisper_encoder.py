@@ -98,3 +98,38 @@ def test_composed_model_decodes_short_inputs_with_either_padding(tmp_path) -> No
         fe = WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding=padding)
         lp, seconds = ctc_log_probs(model, fe, audio[0])  # 0.5 s
         assert seconds == 0.02 and lp.shape[0] == 25
+
+
+def test_onnx_export_keeps_whisper_frames_dynamic(tmp_path) -> None:
+    """Whisper's features are (batch, mel bins, frames): the export once left the frames axis fixed, so any
+    input of another length than the traced probe failed in onnxruntime."""
+    from export_helpers import waveforms
+    from helpers import minilm_path
+
+    from speeched.export.onnx_export import export_onnx
+    from speeched.inference.onnx_backend import OnnxSpeechModel
+    from speeched.modeling.compose import ComposeSpec, init_model
+    from speeched.modeling.model_dir import load_model_dir
+
+    config = WhisperConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80, max_source_positions=100, vocab_size=100,
+        pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
+    )  # fmt: skip
+    WhisperModel(config).save_pretrained(tmp_path / "whisper")
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding="longest").save_pretrained(
+        tmp_path / "whisper"
+    )
+    spec = ComposeSpec(encoder=str(tmp_path / "whisper"), decoder=minilm_path(),
+                       decoder_options={"num_hidden_layers": 1})  # fmt: skip
+    init_model(spec, tmp_path / "m")
+    report = export_onnx(tmp_path / "m", tmp_path / "onnx")
+    assert report.max_logit_diff < 1e-4
+    loaded = load_model_dir(tmp_path / "m")
+    arrays = waveforms(seconds=(1.7, 0.5), seed=3)  # other lengths than the export traced and checked
+    dec = np.array([[101, 2054, 2003]] * 2)
+    with torch.no_grad():
+        want = loaded.model(
+            **featurize(loaded.feature_extractor, arrays, "cpu"), decoder_input_ids=torch.tensor(dec)
+        ).logits.numpy()
+    assert np.abs(OnnxSpeechModel(tmp_path / "onnx").logits(arrays, dec) - want).max() < 1e-4

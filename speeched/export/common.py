@@ -120,10 +120,10 @@ def score_for(metrics: list[dict[str, Any]], ctc: bool) -> str | None:
     return None
 
 
-def probe_arrays(sampling_rate: int) -> list[np.ndarray]:
-    """Two waveforms of different lengths (so padding and masks are traced, not constant-folded)."""
+def probe_arrays(sampling_rate: int, seconds: tuple[float, ...] = (1.0, 0.6)) -> list[np.ndarray]:
+    """Waveforms of different lengths (so padding and masks are traced, not constant-folded)."""
     rng = np.random.default_rng(0)
-    return [rng.standard_normal(int(sampling_rate * s)).astype(np.float32) * 0.1 for s in (1.0, 0.6)]
+    return [rng.standard_normal(int(sampling_rate * s)).astype(np.float32) * 0.1 for s in seconds]
 
 
 def prefix_ids(model: Any, tokenizer: Any) -> list[int]:
