@@ -71,13 +71,19 @@ def test_layerdrop_in_train_mode_drops_layers_and_their_states() -> None:
     assert len(counts) > 1 and max(counts) <= 4
 
 
-def test_composed_model_decodes_short_inputs_with_either_padding(tmp_path) -> None:
+def _whisper_dir(path, encoder_layers: int) -> None:
+    """A tiny random Whisper checkpoint (2 s window) for `init --encoder`."""
     config = WhisperConfig(
-        d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80, max_source_positions=100, vocab_size=100,
-        pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
+        d_model=32, encoder_layers=encoder_layers, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80,
+        max_source_positions=100, vocab_size=100, pad_token_id=1, bos_token_id=2, eos_token_id=2,
+        decoder_start_token_id=3,
     )  # fmt: skip
-    WhisperModel(config).save_pretrained(tmp_path / "whisper")
+    WhisperModel(config).save_pretrained(path)
+
+
+def test_composed_model_decodes_short_inputs_with_either_padding(tmp_path) -> None:
+    _whisper_dir(tmp_path / "whisper", encoder_layers=2)
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
         str(tmp_path / "whisper"), str(tiny_bert_decoder_dir(tmp_path))
     ).eval()
@@ -111,12 +117,7 @@ def test_onnx_export_keeps_whisper_frames_dynamic(tmp_path) -> None:
     from speeched.modeling.compose import ComposeSpec, init_model
     from speeched.modeling.model_dir import load_model_dir
 
-    config = WhisperConfig(
-        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=37, decoder_ffn_dim=37, num_mel_bins=80, max_source_positions=100, vocab_size=100,
-        pad_token_id=1, bos_token_id=2, eos_token_id=2, decoder_start_token_id=3,
-    )  # fmt: skip
-    WhisperModel(config).save_pretrained(tmp_path / "whisper")
+    _whisper_dir(tmp_path / "whisper", encoder_layers=1)
     WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding="longest").save_pretrained(
         tmp_path / "whisper"
     )
