@@ -141,6 +141,11 @@ def test_reader_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "not a CTranslate2 Whisper folder" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+    kept = tmp_path / "kept"  # --force replaces a model only with one that loaded
+    kept.mkdir()
+    (kept / "model.safetensors").write_text("old")
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "hf"), "--out", str(kept), "--force"])
+    assert result.exit_code == 2 and (kept / "model.safetensors").read_text() == "old"
 
 
 def _digits(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
@@ -44,7 +43,5 @@ def command(
 
     setup_logging()
     check_output_dir(out, force)
-    if force and out.is_dir():
-        shutil.rmtree(out)
-    convert_ct2_whisper(src, out, window_seconds, pad)
+    convert_ct2_whisper(src, out, window_seconds, pad, force=force)
     typer.echo(f"wrote {out} (transformers Whisper; window {window_seconds or 30} s, padding to the {pad})")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,8 @@ from transformers import (
 
 from speeched.errors import SpeechedError
 
-# CTranslate2's DataType enum (include/ctranslate2/types.h); bfloat16 has no numpy dtype and is read as int16
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.int16}
-_BFLOAT16 = 5
+# CTranslate2's DataType enum (include/ctranslate2/types.h); 5, bfloat16, has no numpy dtype and is refused
+_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 # Whisper's feature extractor: 100 log-mel frames per second, the encoder's second conv halves them
 POSITIONS_PER_SECOND = 50
 
@@ -50,7 +50,7 @@ class CT2FormatError(SpeechedError, ValueError):
 
 
 def is_ct2_whisper_dir(path: str | Path) -> bool:
-    """A faster-whisper folder: model.bin whose spec is WhisperSpec, and no transformers config beside it."""
+    """A faster-whisper folder: tokenizer.json and a model.bin whose spec is WhisperSpec."""
     p = Path(path)
     if not (p / "model.bin").is_file() or not (p / "tokenizer.json").is_file():
         return False
@@ -60,19 +60,24 @@ def is_ct2_whisper_dir(path: str | Path) -> bool:
         return False
 
 
-def _read_header(path: Path) -> tuple[int, str]:
+def _read_header(path: Path) -> tuple[int, str, int]:
+    """(binary version, spec name, offset of what follows) of a model.bin: a uint32, then a uint16-sized string."""
     with open(path, "rb") as f:
         head = f.read(4 + 2 + 256)
     version = struct.unpack_from("<I", head, 0)[0]
     n = struct.unpack_from("<H", head, 4)[0]
-    return version, head[6 : 6 + n].decode().rstrip("\0")
+    return version, head[6 : 6 + n].decode().rstrip("\0"), 6 + n
 
 
 def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     """(spec name, {variable name: array}) of a CTranslate2 model.bin, aliases resolved; memory-mapped."""
     path = Path(path)
+    version, spec, pos = _read_header(path)
+    if version not in (5, 6):
+        raise CT2FormatError(
+            f"{path}: CTranslate2 binary version {version}; this reader knows versions 5 and 6"
+        )
     buf = np.memmap(path, dtype=np.uint8, mode="r")
-    pos = 0
 
     def take(fmt: str) -> Any:
         nonlocal pos
@@ -87,12 +92,6 @@ def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
         pos += n
         return value
 
-    version = take("<I")
-    if version not in (5, 6):
-        raise CT2FormatError(
-            f"{path}: CTranslate2 binary version {version}; this reader knows versions 5 and 6"
-        )
-    spec = string()
     take("<I")  # spec revision
     variables: dict[str, np.ndarray] = {}
     for _ in range(take("<I")):
@@ -100,7 +99,7 @@ def read_ct2_model(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
         shape = [take("<I") for _ in range(take("<B"))]
         dtype = take("<B")
         nbytes = take("<I")
-        if dtype not in _DTYPES or dtype == _BFLOAT16:
+        if dtype not in _DTYPES:
             raise CT2FormatError(
                 f"{path}: variable {name} has CTranslate2 dtype {dtype}; convert it to float16/32"
             )
@@ -195,7 +194,7 @@ def whisper_from_ct2(
     """(WhisperForConditionalGeneration, tokenizer, feature extractor) from a CTranslate2 Whisper folder.
 
     pad="longest" writes `speeched_padding: longest` into the feature extractor: speeched then pads a batch
-    to its longest input (cut at the window), not to the window (`speeched.data.feature_cache.input_window`).
+    to its longest input (cut at the window), not to the window (`speeched.data.feature_cache.padding_kwargs`).
     """
     if pad not in ("window", "longest"):
         raise CT2FormatError(f"--pad {pad!r}: window or longest")
@@ -245,11 +244,20 @@ def whisper_from_ct2(
 
 
 def convert_ct2_whisper(
-    src: str | Path, out: str | Path, window_seconds: int | None = None, pad: str = "window"
+    src: str | Path,
+    out: str | Path,
+    window_seconds: int | None = None,
+    pad: str = "window",
+    force: bool = False,
 ) -> Path:
-    """Write a transformers Whisper folder (safetensors, tokenizer, preprocessor) from a CTranslate2 one."""
+    """Write a transformers Whisper folder (safetensors, tokenizer, preprocessor) from a CTranslate2 one.
+
+    `force` replaces what `out` holds, only once the new model has loaded: a bad SRC never costs the old one.
+    """
     model, tokenizer, feature_extractor = whisper_from_ct2(src, window_seconds, pad)
     out = Path(out)
+    if force and out.is_dir():
+        shutil.rmtree(out)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     feature_extractor.save_pretrained(out)
