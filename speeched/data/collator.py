@@ -4,8 +4,9 @@ The input kind is read from the extractor itself (`model_input_names[0]`): `inpu
 encoders (wav2vec2, HuBERT, ...) and `input_features` for log-mel encoders (Speech2Text, Whisper, ...).
 Extractors with a fixed window (`n_samples`, e.g. Whisper's 30 s) are padded to it because their
 encoders require it, unless the extractor says `speeched_padding: longest` (then to the longest item, cut
-at the window: `feature_cache.input_window`); everything else is padded to the longest item in the batch. Items may instead
-carry features from `speeched.data.feature_cache` (extracted the same way, one utterance at a time).
+at the window: `feature_cache.padding_kwargs`); everything else is padded to the longest item in the
+batch. Items may instead carry features from `speeched.data.feature_cache` (extracted the same way, one
+utterance at a time).
 """
 
 from __future__ import annotations

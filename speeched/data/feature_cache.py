@@ -48,8 +48,8 @@ def extractor_fingerprint(feature_extractor: Any, input_name: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def input_window(feature_extractor: Any) -> tuple[int | None, bool]:
-    """(window in samples or None, pad every input to it?) of an extractor.
+def padding_kwargs(feature_extractor: Any) -> dict[str, Any]:
+    """How an extractor pads a batch: to its fixed window, to the longest input cut at the window, or longest.
 
     Whisper's extractor has a fixed window (`n_samples`, 30 s) and transformers pads every input to it. One
     whose preprocessor_config.json says `speeched_padding: longest` (`speeched convert --pad longest`) pads
@@ -58,16 +58,9 @@ def input_window(feature_extractor: Any) -> tuple[int | None, bool]:
     """
     window = getattr(feature_extractor, "n_samples", None)
     if not window:
-        return None, False
-    return int(window), getattr(feature_extractor, "speeched_padding", "window") != "longest"
-
-
-def padding_kwargs(feature_extractor: Any) -> dict[str, Any]:
-    """How an extractor pads a batch: to its fixed window, to the longest input cut at the window, or longest."""
-    window, to_window = input_window(feature_extractor)
-    if window is None:
         return {"padding": "longest"}
-    return {"padding": "max_length" if to_window else "longest", "max_length": window, "truncation": True}
+    longest = getattr(feature_extractor, "speeched_padding", "window") == "longest"
+    return {"padding": "longest" if longest else "max_length", "max_length": int(window), "truncation": True}
 
 
 def extraction_kwargs(feature_extractor: Any, return_attention_mask: bool) -> dict[str, Any]:

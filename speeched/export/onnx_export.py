@@ -101,12 +101,10 @@ def export_graphs(model: Any, feature_extractor: Any, tmp: Path, head: list[int]
     x = inputs[input_name]
     mask = inputs["attention_mask"].long() if with_mask else None
     n = num_decoder_layers(model)
-    if x.dim() == 2:
-        time_axes = {0: "batch", 1: "samples"}
-    elif isinstance(feature_extractor, WhisperFeatureExtractor):  # (batch, mel bins, frames)
-        time_axes = {0: "batch", 2: "frames"}
-    else:  # Speech2Text-style (batch, frames, mel bins)
-        time_axes = {0: "batch", 1: "frames"}
+    # waveforms (batch, samples); Whisper's log-mel (batch, bins, frames); Speech2Text's (batch, frames, bins)
+    time = "samples" if x.dim() == 2 else "frames"
+    time_axis = 2 if isinstance(feature_extractor, WhisperFeatureExtractor) else 1
+    time_axes = {0: "batch", time_axis: time}
     enc = EncoderGraph(model, with_mask)
     enc_args = (x, mask) if with_mask else (x,)
     enc_in = ["inputs", "attention_mask"] if with_mask else ["inputs"]
@@ -116,7 +114,7 @@ def export_graphs(model: Any, feature_extractor: Any, tmp: Path, head: list[int]
         "encoder_attention_mask": {0: "batch", 1: "enc"},
     }
     if with_mask:
-        enc_axes["attention_mask"] = {0: "batch", 1: time_axes[max(time_axes)]}
+        enc_axes["attention_mask"] = {0: "batch", 1: time}
     _export(
         enc, enc_args, tmp / ENCODER, enc_in, ["encoder_hidden_states", "encoder_attention_mask"], enc_axes
     )

@@ -9,7 +9,7 @@ unchanged.
 
 Whether inputs are padded to the window or only to the longest of their batch is the feature extractor's
 choice (`speeched_padding: longest` in preprocessor_config.json, written by `speeched convert --pad
-longest`; see `speeched.data.feature_cache.input_window`). Every speeched Whisper encoder is this class, so a
+longest`; see `speeched.data.feature_cache.padding_kwargs`). Every speeched Whisper encoder is this class, so a
 model takes either.
 """
 
