@@ -134,3 +134,26 @@ def test_onnx_export_keeps_whisper_frames_dynamic(tmp_path) -> None:
             **featurize(loaded.feature_extractor, arrays, "cpu"), decoder_input_ids=torch.tensor(dec)
         ).logits.numpy()
     assert np.abs(OnnxSpeechModel(tmp_path / "onnx").logits(arrays, dec) - want).max() < 1e-4
+
+
+def test_training_with_the_feature_cache_on_a_longest_padding_whisper(tmp_path) -> None:
+    """A converted Whisper (`--pad longest`) trains with `data.feature_cache: true`: the cached features are
+    (mel bins, frames) and padded along frames (the collator once padded axis 0, the mel bins, and failed)."""
+    from helpers import tone_corpus, write_tiny_recipe
+
+    from speeched.training.recipe import load_recipe
+    from speeched.training.trainer import train
+
+    _whisper_dir(tmp_path / "whisper", encoder_layers=1)
+    WhisperFeatureExtractor(feature_size=80, chunk_length=2, speeched_padding="longest").save_pretrained(
+        tmp_path / "whisper"
+    )
+    corpus = tone_corpus(tmp_path / "corpus", num=8, dev=2)
+    recipe = write_tiny_recipe(
+        tmp_path, corpus, model={"encoder": str(tmp_path / "whisper")}, data={"feature_cache": True},
+        train={"max_steps": 3, "seed": 0}, eval={"every_steps": 3, "max_new_tokens": 3},
+    )  # fmt: skip
+    result = train(load_recipe(recipe, output_dir=tmp_path / "run"), progress=False)
+    cached = list((tmp_path / "run" / "feature_cache").rglob("*.len.npy"))
+    assert len(cached) == 8
+    assert all(np.isfinite(h["loss"]) for h in result.history) and len(result.history) == 3

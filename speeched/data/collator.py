@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from speeched.data.feature_cache import extraction_kwargs
+from speeched.data.feature_cache import extraction_kwargs, pad_features, time_axis
 from speeched.data.records import Utterance
 
 IGNORE_INDEX = -100
@@ -164,16 +164,16 @@ class SpeechCollator:
         return batch, float(sum(len(a) for a in arrays) / self.sampling_rate)
 
     def _pad_features(self, items: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:
-        """Pad per-utterance cached features (time is axis 0) the way the extractor pads a batch: with its
-        `padding_value`, to the longest item (a fixed-window extractor's items all have the window length)."""
-        feats = [np.asarray(it["features"]) for it in items]
-        width = max(f.shape[0] for f in feats)
-        pad = float(getattr(self.fe, "padding_value", 0.0))
-        x = np.full((len(feats), width, *feats[0].shape[1:]), pad, dtype=feats[0].dtype)
-        mask = np.zeros((len(feats), width), dtype=np.int32)  # as the extractors return it
-        for i, (f, it) in enumerate(zip(feats, items, strict=True)):
-            x[i, : f.shape[0]] = f
-            mask[i, : int(it.get("valid_frames", f.shape[0]))] = 1
+        """Pad per-utterance cached features the way the extractor pads a batch (`feature_cache.pad_features`)."""
+        x, mask = pad_features(
+            self.fe,
+            [np.asarray(it["features"]) for it in items],
+            [int(it["num_samples"]) for it in items],
+            [
+                int(it.get("valid_frames", np.asarray(it["features"]).shape[time_axis(self.fe)]))
+                for it in items
+            ],
+        )
         batch: dict[str, Any] = {self.input_name: torch.from_numpy(x)}
         if self.return_attention_mask:
             batch["attention_mask"] = torch.from_numpy(mask)

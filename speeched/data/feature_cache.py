@@ -17,6 +17,14 @@ utterance over its own valid samples/frames (Speech2Text's CMVN, Whisper, wav2ve
 mask); a wav2vec2 extractor *without* attention mask normalises over the padding too when batched, so
 there the cached features are the per-utterance (unpadded) ones. Fixed-window extractors (Whisper's 30 s)
 are extracted padded/truncated to their window, as the collator does without the cache.
+
+A Whisper extractor that pads to the longest item (`speeched_padding: longest`) is the one case where an
+utterance's features depend on its batch: the batch's waveforms are zero-padded *before* the log-mel, so
+an item's frames after its end hold the tail of its audio (the STFT window reaches back) and then a
+floor that is its own peak minus 80 dB (Whisper clamps there). The cache stores each utterance extracted
+with `n_fft` zeros after it (so those tail frames are the batch's), and `pad_features` cuts them to the
+batch's width and fills the rest with that floor. The result equals extracting the batch, except the
+longest item's last frame (there the live extraction reflects the waveform at the batch's end, not zeros).
 """
 
 from __future__ import annotations
@@ -61,6 +69,48 @@ def padding_kwargs(feature_extractor: Any) -> dict[str, Any]:
         return {"padding": "longest"}
     longest = getattr(feature_extractor, "speeched_padding", "window") == "longest"
     return {"padding": "longest" if longest else "max_length", "max_length": int(window), "truncation": True}
+
+
+def pads_longest_window(feature_extractor: Any) -> bool:
+    """A fixed-window (Whisper) extractor told to pad to the longest item of its batch."""
+    return bool(getattr(feature_extractor, "n_samples", None)) and (
+        getattr(feature_extractor, "speeched_padding", "window") == "longest"
+    )
+
+
+def time_axis(feature_extractor: Any) -> int:
+    """Where time is in one utterance's features: Whisper's are (mel bins, frames), the others' (frames, ...)."""
+    return -1 if getattr(feature_extractor, "n_samples", None) else 0
+
+
+def pad_features(
+    feature_extractor: Any, feats: list[np.ndarray], num_samples: list[int], valid_frames: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-utterance features (as `FeatureCache` stores them) -> (batch, attention mask), padded the way the
+    extractor pads a batch of waveforms: with its `padding_value`, to the longest item; a fixed-window
+    extractor's items all have the window's length. A Whisper extractor padding to the longest: cut to the
+    batch's frames (its longest waveform // hop, at most the window) and filled with each item's floor
+    (module docstring)."""
+    axis = time_axis(feature_extractor)
+    if pads_longest_window(feature_extractor):
+        hop = int(feature_extractor.hop_length)
+        width = min(max(num_samples), int(feature_extractor.n_samples)) // hop
+        # Whisper: log10 clamped at (peak - 8), then (x + 4) / 4; zeros give log10(1e-10) = -10.
+        floors = [max(float(np.max(f)) - 2.0, -1.5) for f in feats]
+    else:
+        width = max(f.shape[axis] for f in feats)
+        floors = [float(getattr(feature_extractor, "padding_value", 0.0))] * len(feats)
+    shape = list(feats[0].shape)
+    shape[axis] = width
+    x = np.empty((len(feats), *shape), dtype=feats[0].dtype)
+    mask = np.zeros((len(feats), width), dtype=np.int32)  # as the extractors return it
+    for i, (f, floor, valid) in enumerate(zip(feats, floors, valid_frames, strict=True)):
+        f = np.moveaxis(np.asarray(f), axis, 0)[:width]
+        row = np.moveaxis(x[i], axis, 0)  # a view: writes land in x
+        row[: f.shape[0]] = f
+        row[f.shape[0] :] = floor
+        mask[i, : min(int(valid), width)] = 1
+    return x, mask
 
 
 def extraction_kwargs(feature_extractor: Any, return_attention_mask: bool) -> dict[str, Any]:
@@ -113,10 +163,16 @@ class FeatureCache:
 
     def extract(self, array: np.ndarray) -> tuple[np.ndarray, int]:
         """Features of one waveform and the number of valid frames."""
-        out = self.fe([np.asarray(array, dtype=np.float32)], return_tensors="np", **self.kwargs)
+        array = np.asarray(array, dtype=np.float32)
+        if pads_longest_window(self.fe):  # its frames past the end, as a batch has them (module docstring)
+            tail = np.zeros(int(self.fe.n_fft), dtype=np.float32)
+            out = self.fe([np.concatenate([array, tail])], return_tensors="np", **self.kwargs)
+            feats = np.asarray(out[self.input_name][0])
+            return feats, min(len(array), int(self.fe.n_samples)) // int(self.fe.hop_length)
+        out = self.fe([array], return_tensors="np", **self.kwargs)
         feats = np.asarray(out[self.input_name][0])
         mask = out.get("attention_mask")
-        valid = int(np.asarray(mask[0]).sum()) if mask is not None else int(feats.shape[0])
+        valid = int(np.asarray(mask[0]).sum()) if mask is not None else int(feats.shape[time_axis(self.fe)])
         return feats, valid
 
     def put(self, utt: Utterance, feats: np.ndarray, samples: int, valid: int, variant: str = "") -> None:
