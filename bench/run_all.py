@@ -38,6 +38,8 @@ def benches(quick: bool) -> list[tuple[str, str, list[str]]]:
          ["bench/bench_train.py", *(["--quick"] if q else ["--steps", "12", "--repeats", "3"])]),
         ("optimizer", "AdamW implementations on CPU (the largest non-matmul cost of a step)",
          ["bench/bench_optimizer.py", *(["--repeats", "2"] if q else [])]),
+        ("compile", "torch.compile on CPU: fusing a training step's non-matmul work",
+         ["bench/bench_compile.py", *(["--composition", "logmel", "--steps", "2", "--warmup", "1"] if q else [])]),
         ("padding", "Padding at matched randomness", ["bench/bench_padding.py", *(["--num", "400"] if q else [])]),
         ("transcribe", "Transcription on a trained model: WER next to RTFx",
          ["bench/bench_transcribe.py", "--model", longform_model or DEMO_MODEL, *(["--quick"] if q else [])]),

