@@ -272,7 +272,7 @@ def main() -> None:
     page.append(f"_Load average when the page was written: {load_average()}._")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(page) + "\n")
-    print(f"wrote {out_path.relative_to(ROOT)}")
+    print(f"wrote {out_path}")
 
 
 def _previous_sections(path: Path) -> dict[str, tuple[str, str]]:
