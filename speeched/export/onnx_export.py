@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import WhisperFeatureExtractor
 
+from speeched.data.feature_cache import time_axis
 from speeched.export.common import (
     ExportError,
     check_output,
@@ -103,8 +103,8 @@ def export_graphs(model: Any, feature_extractor: Any, tmp: Path, head: list[int]
     n = num_decoder_layers(model)
     # waveforms (batch, samples); Whisper's log-mel (batch, bins, frames); Speech2Text's (batch, frames, bins)
     time = "samples" if x.dim() == 2 else "frames"
-    time_axis = 2 if isinstance(feature_extractor, WhisperFeatureExtractor) else 1
-    time_axes = {0: "batch", time_axis: time}
+    axis = x.dim() - 1 if time_axis(feature_extractor) == -1 else 1  # time last (Whisper) or after batch
+    time_axes = {0: "batch", axis: time}
     enc = EncoderGraph(model, with_mask)
     enc_args = (x, mask) if with_mask else (x,)
     enc_in = ["inputs", "attention_mask"] if with_mask else ["inputs"]
