@@ -81,7 +81,7 @@ def train_section(a: argparse.Namespace, root: Path) -> tuple[list[str], dict]:
         ns = argparse.Namespace(steps=a.steps, warmup=a.warmup, batch_size=a.batch_size, max_duration=max_duration,
                                 seed=0, workers=a.workers, bf16=not a.cpu_check)  # fmt: skip
         args = bt.worker_args(ns, side, comp, model, manifest, root / f"run-{side}-{r}")
-        return run_worker(me, [*args, "--expect-trainable", str(expect)])
+        return run_worker(me, [*args, "--expect-trainable", str(expect)], env=bt.side_environment(side))
 
     res = interleave(sides, a.repeats, one, log)
     device = "cuda" if torch.cuda.is_available() and not a.cpu_check else "cpu"

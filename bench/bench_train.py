@@ -17,6 +17,11 @@ What is the same on both sides (checked, not assumed):
 - constant learning rate 1e-4, no warm-up, fp32, no gradient accumulation, the same number of DataLoader
   workers on both sides (`--workers`, 0 by default: the main process), no feature cache (each step
   extracts its features);
+- the memory allocator is *not* the same by default, and the table says which each side ran on (read from
+  the worker's own memory map): speeched's side runs with the environment `speeched train` gives itself
+  (mimalloc preloaded on a CPU machine, speeched/training/allocator.py), the Trainer's as users start it
+  (glibc's malloc). The side `trainer-gbl-mimalloc` gives the Trainer the same allocator, to show how much
+  of the ratio the allocator is;
 - throughput is audio-seconds per wall-second from the audio in the timed batches themselves (sum of
   unpadded input lengths / sample rate, counted per batch on each side), not from an assumed batch size.
   speeched's `max_duration` is a cap, so its batches hold a little less audio than 8 × the mean.
@@ -57,6 +62,9 @@ from common import (  # noqa: E402
     run_worker,
 )
 
+from speeched.training.allocator import ENV as ALLOCATOR_ENV  # noqa: E402
+from speeched.training.allocator import active_allocator, preload_environment  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 SR = 16000
@@ -64,8 +72,23 @@ LR = 1e-4
 SIDES = {
     "trainer-random": "Seq2SeqTrainer, default random sampling",
     "trainer-gbl": 'Seq2SeqTrainer, train_sampling_strategy="group_by_length"',
+    "trainer-gbl-mimalloc": "Seq2SeqTrainer, group_by_length, given speeched's allocator (mimalloc)",
     "speeched": "speeched train (duration buckets)",
 }
+
+
+def side_environment(side: str) -> dict[str, str]:
+    """speeched runs with the environment `speeched train` re-executes itself with; the Trainer as users
+    start it, or (trainer-gbl-mimalloc) with the same preload."""
+    if side == "speeched":
+        env = preload_environment(os.environ)
+    elif side == "trainer-gbl-mimalloc":
+        env = preload_environment({**os.environ, ALLOCATOR_ENV: "mimalloc"})
+        if env is None:
+            raise SystemExit("trainer-gbl-mimalloc: mimalloc is not installed (pip install cmeel-mimalloc)")
+    else:
+        env = None
+    return env if env is not None else dict(os.environ)
 
 
 def make_corpus(root: Path, num: int, seed: int = 0) -> tuple[Path, list[float]]:
@@ -366,6 +389,7 @@ def worker(a: argparse.Namespace) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res = run_speeched(a) if a.worker == "speeched" else run_trainer(a)
+    res["allocator"] = active_allocator().split(" (")[0]
     if torch.cuda.is_available():
         res["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     Path(a.json_out).write_text(json.dumps(res))
@@ -380,7 +404,7 @@ def worker_args(
             str(a.batch_size), "--max-duration", str(a.max_duration), "--seed", str(a.seed),
             "--workers", str(a.workers)]  # fmt: skip
     if side != "speeched":
-        args += ["--strategy", "group_by_length" if side == "trainer-gbl" else "random"]
+        args += ["--strategy", "random" if side == "trainer-random" else "group_by_length"]
     if a.bf16:
         args.append("--bf16")
     return args
@@ -396,7 +420,7 @@ def main() -> None:
     ap.add_argument("--max-duration", type=float, default=0.0,
                     help="speeched batch cap in seconds (0 = batch size x mean duration)")  # fmt: skip
     ap.add_argument("--compositions", default="w2v,logmel")
-    ap.add_argument("--sides", default="trainer-random,trainer-gbl,speeched")
+    ap.add_argument("--sides", default="trainer-random,trainer-gbl,trainer-gbl-mimalloc,speeched")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (both sides)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true")
@@ -440,8 +464,8 @@ def main() -> None:
 
             def one(side: str, r: int, comp: str = comp, model: Path = model, expect: int = expect) -> dict:
                 work = root / f"run-{comp}-{side}-{r}"
-                return run_worker(me, [*worker_args(a, side, comp, model, manifest, work), "--expect-trainable",
-                                       str(expect)])  # fmt: skip
+                args = [*worker_args(a, side, comp, model, manifest, work), "--expect-trainable", str(expect)]
+                return run_worker(me, args, env=side_environment(side))
 
             res = interleave(sides, a.repeats, one, log)
             report["results"][comp] = {"trainable": expect, "runs": res}
@@ -451,7 +475,8 @@ def main() -> None:
             if not model.exists():
                 model = make_model(root, "w2v", tiny=a.quick)
             pa = worker_args(a, "speeched", "w2v", model, manifest, root / "profile")
-            run_worker(me, [*pa, "--profile-out", str(Path(a.profile_out).resolve())])
+            run_worker(me, [*pa, "--profile-out", str(Path(a.profile_out).resolve())],
+                       env=side_environment("speeched"))  # fmt: skip
             lines.append(f"\nProfile of {a.warmup + a.steps} speeched steps (w2v): `{a.profile_out}`.")
     report["load_average_end"] = load_average()
     lines.append(f"\n- load average at end: {report['load_average_end']}")
@@ -475,14 +500,17 @@ def table(comp: str, n_trainable: int, res: dict, a: argparse.Namespace) -> list
     out = [
         f"### {title} ({n_trainable / 1e6:.2f} M trainable parameters on every side)",
         "",
-        "| side | audio-s per wall-s | s per step | audio-s per step |",
-        "|---|---:|---:|---:|",
+        "| side | allocator | audio-s per wall-s | s per step | audio-s per step |",
+        "|---|---|---:|---:|---:|",
     ]
     for side, runs in res.items():
         rate = [r["audio_per_s"] for r in runs]
         sps = [r["s_per_step"] for r in runs]
         aps = [r["audio_s"] / r["steps"] for r in runs]
-        out.append(f"| {SIDES[side]} | {fmt_range(rate)} | {fmt_range(sps, 2)} | {fmt_range(aps)} |")
+        alloc = ", ".join(sorted({r.get("allocator", "?") for r in runs}))
+        out.append(
+            f"| {SIDES[side]} | {alloc} | {fmt_range(rate)} | {fmt_range(sps, 2)} | {fmt_range(aps)} |"
+        )
     out.append("")
     if "speeched" in res:
         ours = [r["audio_per_s"] for r in res["speeched"]]

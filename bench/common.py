@@ -57,15 +57,18 @@ def ratio_range(num: Sequence[float], den: Sequence[float]) -> str:
     return f"{med:.2f}× (per round {min(per_round):.2f}–{max(per_round):.2f}×)"
 
 
-def run_worker(script: str, args: list[str], timeout: float | None = None) -> dict[str, Any]:
-    """Run `python script args... --json-out FILE` in a fresh process and return the JSON it wrote."""
+def run_worker(
+    script: str, args: list[str], timeout: float | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run `python script args... --json-out FILE` in a fresh process (environment `env`, default this
+    one's) and return the JSON it wrote."""
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     try:
         cmd = [PY, script, *args, "--json-out", str(out)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"

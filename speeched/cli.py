@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,20 @@ def _root(
 
 
 def main() -> None:
+    if subcommand(sys.argv[1:]) == "train":  # before torch is imported: the allocator is chosen at exec
+        from speeched.training.allocator import AllocatorChoiceError, reexec_with_mimalloc
+
+        try:
+            reexec_with_mimalloc()
+        except AllocatorChoiceError as err:
+            typer.echo(f"speeched train: {err}", err=True)
+            raise SystemExit(2) from None
     app(prog_name="speeched")
+
+
+def subcommand(args: list[str]) -> str | None:
+    """The first word that is not an option (`speeched --debug train x.yaml` -> train)."""
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 if __name__ == "__main__":  # `python -m speeched.cli` (what `accelerate launch -m` runs)

@@ -35,6 +35,7 @@ from speeched.data.stream_source import StreamSourceError
 from speeched.data.text import build_normalizer
 from speeched.errors import SpeechedError
 from speeched.modeling.prompting import PromptError, decoder_prompt, describe
+from speeched.training.allocator import active_allocator
 from speeched.training.build import apply_finetune_recipe, build_model, training_collator
 from speeched.training.checkpoint import (
     Checkpoint,
@@ -207,6 +208,8 @@ def prepare_run(
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())
     say(f"parameters: {n_train / 1e6:.2f} M trainable of {n_all / 1e6:.2f} M ({r.finetune.method})")
+    if acc.device.type == "cpu":
+        say(f"memory allocator: {active_allocator()}")
     prompt = decoder_prompt(model, tokenizer)
     try:  # every example's language resolves to a prefix, or training stops before step 1
         prompt.check(data.examples)  # one utterance per distinct (lang, tgt_lang), dev sets included
