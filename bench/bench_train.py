@@ -389,7 +389,7 @@ def worker(a: argparse.Namespace) -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     res = run_speeched(a) if a.worker == "speeched" else run_trainer(a)
-    res["allocator"] = active_allocator().split(" (")[0]
+    res["allocator"] = active_allocator()
     if torch.cuda.is_available():
         res["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     Path(a.json_out).write_text(json.dumps(res))

@@ -41,12 +41,10 @@ def mimalloc_library() -> Path | None:
         dist = metadata.distribution("cmeel-mimalloc")
     except metadata.PackageNotFoundError:
         return None
-    libs = sorted((f for f in files if f.name.startswith("libmimalloc.so")), key=lambda f: len(f.name))
-    for f in reversed(libs):  # the fully versioned file is the real one; the shorter names are links
-        path = Path(str(dist.locate_file(f)))
-        if path.is_file():
-            return path
-    return None
+    libs = [Path(str(dist.locate_file(f))) for f in files if f.name.startswith("libmimalloc.so")]
+    libs = [p for p in libs if p.is_file()]
+    # the fully versioned name (libmimalloc.so.3.4) is the real file; the shorter names may be links to it
+    return max(libs, key=lambda p: len(p.name), default=None)
 
 
 def gpu_driver_installed() -> bool:
@@ -94,12 +92,10 @@ def reexec_with_mimalloc() -> None:
 
 
 def active_allocator() -> str:
-    """What this process allocates with, read from its own memory map (a failed preload is only a warning
-    of the loader's), for the run's log."""
+    """`mimalloc` or `the system's malloc`, read from this process's own memory map (a failed preload is
+    only a warning of the loader's)."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
-        return "the system's malloc"
-    if "libmimalloc" in maps:
-        return f"mimalloc ({ENV}=system keeps the system's malloc)"
-    return "the system's malloc"
+        maps = ""
+    return "mimalloc" if "libmimalloc" in maps else "the system's malloc"

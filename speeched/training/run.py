@@ -35,6 +35,7 @@ from speeched.data.stream_source import StreamSourceError
 from speeched.data.text import build_normalizer
 from speeched.errors import SpeechedError
 from speeched.modeling.prompting import PromptError, decoder_prompt, describe
+from speeched.training.allocator import ENV as ALLOCATOR_ENV
 from speeched.training.allocator import active_allocator
 from speeched.training.build import apply_finetune_recipe, build_model, training_collator
 from speeched.training.checkpoint import (
@@ -209,7 +210,7 @@ def prepare_run(
     n_all = sum(p.numel() for p in model.parameters())
     say(f"parameters: {n_train / 1e6:.2f} M trainable of {n_all / 1e6:.2f} M ({r.finetune.method})")
     if acc.device.type == "cpu":
-        say(f"memory allocator: {active_allocator()}")
+        say(f"memory allocator: {active_allocator()} ({ALLOCATOR_ENV}=auto|mimalloc|system chooses)")
     prompt = decoder_prompt(model, tokenizer)
     try:  # every example's language resolves to a prefix, or training stops before step 1
         prompt.check(data.examples)  # one utterance per distinct (lang, tgt_lang), dev sets included
