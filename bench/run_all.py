@@ -29,6 +29,14 @@ from common import ROOT, load_average, machine_lines  # noqa: E402
 DEMO_MODEL = "runs/demo/best"
 
 
+FILE_SECTIONS = (
+    "Time to accuracy (`make bench-tta`)",
+    "GPU (`make bench-gpu`)",
+    "Demo: held-out WER over seeds (`make demo SEED=N`)",
+    "Speech translation demo (`make demo-st`)",
+)
+
+
 def benches(quick: bool) -> list[tuple[str, str, list[str]]]:
     """(key, title, command) for every benchmark; --quick shrinks each to a harness check."""
     q = quick
@@ -243,7 +251,8 @@ def main() -> None:
         "",
     ]
     previous = _previous_sections(out_path) if only else {}
-    for key, title, cmd in benches(a.quick):
+    listed = benches(a.quick)
+    for key, title, cmd in listed:
         if only and key not in only:
             if title in previous:  # carried over verbatim, saying from which generation
                 commit, body = previous[title]
@@ -254,25 +263,50 @@ def main() -> None:
         body, took, rc = run_bench(cmd, timeout)
         print(f"   {'ok' if rc == 0 else f'exit {rc}'} in {took:.0f} s", flush=True)
         page += [f"## {title}", "", f"`.venv/bin/python {' '.join(cmd)}` ({took:.0f} s)", "", body, ""]
-    # cheap: read from files that other targets wrote
-    page += ["## Time to accuracy (`make bench-tta`)", "",
-             json_section(ROOT / "runs/bench/time_to_accuracy.json", "tta", "make bench-tta"), ""]  # fmt: skip
-    logmel_tta = ROOT / "runs/bench/time_to_accuracy-logmel.json"
+    listed_titles = {title for _, title, _ in listed}
+    for title, (commit, body) in previous.items():  # listed only on some machines (long-form: a demo model)
+        if title not in listed_titles and title not in FILE_SECTIONS:
+            page += [f"## {title}", "", f"_Not rerun by this `--only` run: as generated at commit {commit}._",
+                     "", body, ""]  # fmt: skip
+    # cheap: read from files that other targets wrote. Where a machine has none of a section's files (runs/
+    # is never committed: a fresh checkout), the earlier page's section is carried over, saying from which
+    # commit, instead of being replaced by "not measured".
+    previous = previous or _previous_sections(out_path)
+    tta, logmel_tta = (
+        ROOT / "runs/bench/time_to_accuracy.json",
+        ROOT / "runs/bench/time_to_accuracy-logmel.json",
+    )
+    body = json_section(tta, "tta", "make bench-tta")
     if logmel_tta.exists():  # the first measurement, on the demo's earlier composition
-        page += ["### The fifth session's composition (log-mel encoder, random init)", "",
-                 json_section(logmel_tta, "tta", "bench_time_to_accuracy.py --composition logmel"), ""]  # fmt: skip
-    page += [
-        "## GPU (`make bench-gpu`)",
-        "",
-        json_section(ROOT / "runs/bench/gpu.json", "gpu", "make bench-gpu"),
-        "",
-    ]
-    page += ["## Demo: held-out WER over seeds (`make demo SEED=N`)", "", demo_section(), ""]
-    page += ["## Speech translation demo (`make demo-st`)", "", demo_st_section(), ""]
+        body += "\n\n### The fifth session's composition (log-mel encoder, random init)\n\n"
+        body += json_section(logmel_tta, "tta", "bench_time_to_accuracy.py --composition logmel")
+    demos = [p for p in [*ROOT.glob("runs/demo-seed*"), ROOT / "runs/demo"] if _summary(p)]
+    tta_title, gpu_title, demo_title, st_title = FILE_SECTIONS
+    page += _file_section(tta_title, body, tta.exists(), previous)
+    gpu = ROOT / "runs/bench/gpu.json"
+    page += _file_section(gpu_title, json_section(gpu, "gpu", "make bench-gpu"), gpu.exists(), previous)
+    page += _file_section(demo_title, demo_section(), bool(demos), previous)
+    st = bool(_summary(ROOT / "runs/demo-st"))
+    page += _file_section(st_title, demo_st_section(), st, previous)
     page.append(f"_Load average when the page was written: {load_average()}._")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("\n".join(page) + "\n")
     print(f"wrote {out_path}")
+
+
+def _file_section(title: str, body: str, measured: bool, previous: dict[str, tuple[str, str]]) -> list[str]:
+    """A section read from files under runs/: fresh where they exist, else the earlier page's, if it had one."""
+    if not measured and title in previous:
+        commit, old = previous[title]
+        return [
+            f"## {title}",
+            "",
+            f"_Not rerun by this `--only` run: as generated at commit {commit}._",
+            "",
+            old,
+            "",
+        ]
+    return [f"## {title}", "", body, ""]
 
 
 def _previous_sections(path: Path) -> dict[str, tuple[str, str]]:

@@ -27,6 +27,7 @@ from accelerate.utils import gather_object
 
 from speeched.errors import EXIT_INTERRUPTED, SpeechedError
 from speeched.modeling.attention_backends import speech_attention
+from speeched.modeling.cpu_dropout import cpu_dropout
 from speeched.training.batches import load_loader_state, loader_state, next_batch
 from speeched.training.checkpoint import (
     CheckpointError,
@@ -181,10 +182,11 @@ class Trainer:
         totals = acc.reduce(torch.tensor(counts, dtype=torch.float, device=acc.device), reduction="sum")
         n_tokens, n_utts, world = float(totals[0]), float(totals[1]), acc.num_processes
         sums = torch.zeros(3, device=acc.device)  # ce, ctc, audio seconds
+        fast_dropout = self.recipe.train.cpu_dropout == "fast"
         for i, batch in enumerate(batches):
             batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             ctx = acc.no_sync(model) if i < len(batches) - 1 else nullcontext()
-            with ctx, acc.autocast(), speech_attention(acc.device):
+            with ctx, acc.autocast(), speech_attention(acc.device), cpu_dropout(fast_dropout):
                 inputs = {k: batch[k] for k in INPUT_KEYS if k in batch}
                 out = model(
                     **inputs, loss_reduction="sum", ctc_labels=batch["transcripts"] if lam > 0 else None
