@@ -17,13 +17,14 @@ What is the same on both sides (checked, not assumed):
 - constant learning rate 1e-4, no warm-up, fp32, no gradient accumulation, the same number of DataLoader
   workers on both sides (`--workers`, 0 by default: the main process), no feature cache (each step
   extracts its features);
-- the memory allocator and the CPU dropout kernel are *not* the same by default, and the table says which
-  each side ran on (the allocator read from the worker's own memory map): speeched's side runs as `speeched
+- the memory allocator and the CPU kernels are *not* the same by default, and the table says which each
+  side ran on (the allocator read from the worker's own memory map): speeched's side runs as `speeched
   train` runs (mimalloc preloaded on a CPU machine, speeched/training/allocator.py; dropout masks drawn by
-  speeched/modeling/cpu_dropout.py, the same distribution), the Trainer's as users start it (glibc's
-  malloc, torch's dropout). `trainer-gbl-mimalloc` gives the Trainer speeched's allocator,
-  `trainer-gbl-kernels` the allocator and the dropout, and `speeched-torch-dropout` runs speeched with
-  torch's dropout (`train.cpu_dropout: torch`), to show how much of the ratio each one is;
+  speeched/modeling/cpu_dropout.py, the same distribution; the grouped positional convolution's backward on
+  torch's native kernel, speeched/modeling/grouped_conv.py), the Trainer's as users start it (glibc's
+  malloc, torch's kernels). `trainer-gbl-mimalloc` gives the Trainer speeched's allocator,
+  `trainer-gbl-kernels` the allocator and the kernels, and `speeched-torch-kernels` runs speeched with
+  torch's kernels (`train.cpu_kernels: torch`), to show how much of the ratio each one is;
 - throughput is audio-seconds per wall-second from the audio in the timed batches themselves (sum of
   unpadded input lengths / sample rate, counted per batch on each side), not from an assumed batch size.
   speeched's `max_duration` is a cap, so its batches hold a little less audio than 8 × the mean.
@@ -65,6 +66,7 @@ from common import (  # noqa: E402
 )
 
 from speeched.modeling.cpu_dropout import cpu_dropout  # noqa: E402
+from speeched.modeling.grouped_conv import native_grouped_conv_backward  # noqa: E402
 from speeched.training.allocator import ENV as ALLOCATOR_ENV  # noqa: E402
 from speeched.training.allocator import active_allocator, preload_environment  # noqa: E402
 
@@ -76,11 +78,11 @@ SIDES = {
     "trainer-random": "Seq2SeqTrainer, default random sampling",
     "trainer-gbl": 'Seq2SeqTrainer, train_sampling_strategy="group_by_length"',
     "trainer-gbl-mimalloc": "Seq2SeqTrainer, group_by_length, given speeched's allocator (mimalloc)",
-    "trainer-gbl-kernels": "Seq2SeqTrainer, group_by_length, given speeched's allocator and CPU dropout",
-    "speeched-torch-dropout": "speeched train, torch's CPU dropout (train.cpu_dropout: torch)",
+    "trainer-gbl-kernels": "Seq2SeqTrainer, group_by_length, given speeched's allocator and CPU kernels",
+    "speeched-torch-kernels": "speeched train with torch's CPU kernels (train.cpu_kernels: torch)",
     "speeched": "speeched train (duration buckets)",
 }
-SPEECHED_SIDES = ("speeched", "speeched-torch-dropout")
+SPEECHED_SIDES = ("speeched", "speeched-torch-kernels")
 
 
 def side_environment(side: str) -> dict[str, str]:
@@ -213,6 +215,8 @@ def run_trainer(a: argparse.Namespace) -> dict:
     model_dir, manifest = Path(a.model), Path(a.manifest)
     model = trainer_model(model_dir, a.composition)
     check_trainable(model, a)
+    if a.cpu_kernels == "speeched":  # trainer-gbl-kernels: and the grouped convolution's native backward
+        native_grouped_conv_backward(model)
     tok = AutoTokenizer.from_pretrained(model_dir)
     fe = AutoFeatureExtractor.from_pretrained(model_dir)
     input_name = fe.model_input_names[0]
@@ -252,7 +256,7 @@ def run_trainer(a: argparse.Namespace) -> dict:
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             audio_per_batch.append(float(inputs.pop("audio_seconds")))
-            with cpu_dropout(a.cpu_dropout == "fast"):  # trainer-gbl-kernels: speeched's dropout masks
+            with cpu_dropout(a.cpu_kernels == "speeched"):  # trainer-gbl-kernels: speeched's dropout masks
                 return super().training_step(model, inputs, num_items_in_batch)
 
     times: list[float] = []
@@ -345,7 +349,7 @@ def speeched_recipe(a: argparse.Namespace) -> object:
             "seed": a.seed,
             "freeze_feature_encoder": "always",
             "precision": "bf16" if a.bf16 else "no",
-            "cpu_dropout": a.cpu_dropout,
+            "cpu_kernels": "speeched" if a.cpu_kernels == "speeched" else "torch",
         },  # fmt: skip
         "checkpoint": {"every_steps": 100000, "keep_last": 1},
         "log": {"plots": False, "trackers": []},
@@ -398,7 +402,7 @@ def worker(a: argparse.Namespace) -> None:
         torch.cuda.reset_peak_memory_stats()
     res = run_speeched(a) if a.worker in SPEECHED_SIDES else run_trainer(a)
     res["allocator"] = active_allocator()
-    res["dropout"] = "speeched's" if a.cpu_dropout == "fast" else "torch's"
+    res["kernels"] = "speeched's" if a.cpu_kernels == "speeched" else "torch's"
     if torch.cuda.is_available():
         res["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
     Path(a.json_out).write_text(json.dumps(res))
@@ -414,8 +418,8 @@ def worker_args(
             "--workers", str(a.workers)]  # fmt: skip
     if side not in SPEECHED_SIDES:
         args += ["--strategy", "random" if side == "trainer-random" else "group_by_length"]
-    fast = side in ("speeched", "trainer-gbl-kernels")
-    args += ["--cpu-dropout", "fast" if fast else "torch"]
+    ours = side in ("speeched", "trainer-gbl-kernels")
+    args += ["--cpu-kernels", "speeched" if ours else "torch"]
     if a.bf16:
         args.append("--bf16")
     return args
@@ -433,7 +437,7 @@ def main() -> None:
     ap.add_argument("--compositions", default="w2v,logmel")
     ap.add_argument(
         "--sides",
-        default="trainer-random,trainer-gbl,trainer-gbl-mimalloc,trainer-gbl-kernels,speeched-torch-dropout,speeched",
+        default="trainer-random,trainer-gbl,trainer-gbl-mimalloc,trainer-gbl-kernels,speeched-torch-kernels,speeched",
     )
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (both sides)")
     ap.add_argument("--seed", type=int, default=0)
@@ -450,7 +454,7 @@ def main() -> None:
     ap.add_argument("--manifest", default="")
     ap.add_argument("--work", default="")
     ap.add_argument("--strategy", default="group_by_length")
-    ap.add_argument("--cpu-dropout", default="fast", choices=["fast", "torch"])
+    ap.add_argument("--cpu-kernels", default="speeched", choices=["speeched", "torch"])
     ap.add_argument("--expect-trainable", type=int, default=0)
     ap.add_argument("--json-out", default="")
     a = ap.parse_args()
@@ -515,7 +519,7 @@ def table(comp: str, n_trainable: int, res: dict, a: argparse.Namespace) -> list
     out = [
         f"### {title} ({n_trainable / 1e6:.2f} M trainable parameters on every side)",
         "",
-        "| side | allocator | CPU dropout | audio-s per wall-s | s per step | audio-s per step |",
+        "| side | allocator | CPU kernels | audio-s per wall-s | s per step | audio-s per step |",
         "|---|---|---|---:|---:|---:|",
     ]
     for side, runs in res.items():
@@ -523,7 +527,7 @@ def table(comp: str, n_trainable: int, res: dict, a: argparse.Namespace) -> list
         sps = [r["s_per_step"] for r in runs]
         aps = [r["audio_s"] / r["steps"] for r in runs]
         alloc = ", ".join(sorted({r.get("allocator", "?") for r in runs}))
-        drop = ", ".join(sorted({r.get("dropout", "?") for r in runs}))
+        drop = ", ".join(sorted({r.get("kernels", "?") for r in runs}))
         out.append(
             f"| {SIDES[side]} | {alloc} | {drop} | {fmt_range(rate)} | {fmt_range(sps, 2)} | {fmt_range(aps)} |"
         )

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tone_corpus, write_tiny_recipe
+from safetensors.torch import load_file
 from transformers import BertConfig, BertLMHeadModel
 
 from speeched.modeling import cpu_dropout as cd
+from speeched.training.recipe import load_recipe
+from speeched.training.trainer import train
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -156,3 +163,57 @@ def test_a_transformers_decoder_trains_through_it(monkeypatch: pytest.MonkeyPatc
     with cd.cpu_dropout():
         evaluated = model(input_ids=ids, labels=ids).loss
     assert not torch.equal(evaluated, losses[0])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return tone_corpus(tmp_path_factory.mktemp("corpus"), num=24)
+
+
+def dropout_recipe(tmp_path: Path, corpus: Path, kernel: str) -> Path:
+    """The tiny recipe with dropout everywhere (hidden, activation, attention) and `train.cpu_kernels`."""
+    return write_tiny_recipe(
+        tmp_path,
+        corpus,
+        model={
+            "encoder_options": {"dropout": 0.2, "activation_dropout": 0.2, "attention_dropout": 0.2},
+            "decoder_options": {
+                "num_hidden_layers": 1,
+                "hidden_dropout_prob": 0.2,
+                "attention_probs_dropout_prob": 0.2,
+            },
+        },  # fmt: skip
+        data={"batching": {"max_duration": 1000, "max_batch_size": 3, "shuffle": True}},
+        train={"max_steps": 4, "seed": 0, "cpu_kernels": kernel},
+    )
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "checkpoints" / "step-00000004" / "model" / "model.safetensors"))
+
+
+def test_training_uses_it_and_a_resumed_run_is_bit_identical(tmp_path, corpus, monkeypatch):
+    """Every dropout of the tiny model goes through ours (MIN_ELEMENTS lowered), and the masks come back
+    exactly after a resume: their seeds are drawn from torch's RNG, which the checkpoint saves."""
+    monkeypatch.setattr(cd, "MIN_ELEMENTS", 1)
+    calls = []
+    original = cd.dropout_noise
+    monkeypatch.setattr(cd, "dropout_noise", lambda *a: calls.append(a) or original(*a))
+    out = tmp_path / "run"
+    recipe = dropout_recipe(tmp_path, corpus, "speeched")
+    train(load_recipe(recipe, output_dir=out))
+    assert len(calls) > 4 * 6  # per step: hidden, activation and attention dropout of both halves
+    uninterrupted = final_weights(out)
+    for step in (3, 4):  # the run died after step 2
+        shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
+    train(load_recipe(recipe, output_dir=out), resume="auto")
+    resumed = final_weights(out)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+    calls.clear()
+    torch_out = tmp_path / "run-torch"
+    train(load_recipe(dropout_recipe(tmp_path, corpus, "torch"), output_dir=torch_out))
+    assert not calls  # train.cpu_kernels: torch leaves torch's dropout in place
+    other = final_weights(torch_out)
+    assert any(not torch.equal(other[k], uninterrupted[k]) for k in other)  # other masks, other weights

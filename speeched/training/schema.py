@@ -282,11 +282,11 @@ class TrainConfig(StrictModel):
         10, ge=1, description="stop after this many consecutive steps with NaN/inf loss (each one is skipped)"
     )
     log_every: int = Field(10, ge=1, description="log train loss and lr every N optimizer steps")
-    cpu_dropout: Literal["fast", "torch"] = Field(
-        "fast",
-        description="how dropout masks are drawn on CPU tensors: fast = 32 random bits per element from numpy's "
-        "SFC64, same distribution, ~4x faster than torch's bernoulli_ (speeched/modeling/cpu_dropout.py); "
-        "torch = torch's own",
+    cpu_kernels: Literal["speeched", "torch"] = Field(
+        "speeched",
+        description="CPU training kernels: speeched = dropout masks from numpy's SFC64 (same distribution, "
+        "~4x faster than torch's bernoulli_; speeched/modeling/cpu_dropout.py) and the native backward of "
+        "wav2vec2-style grouped positional convolutions (speeched/modeling/grouped_conv.py); torch = torch's own",
     )
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from accelerate.utils import gather_object
 from speeched.errors import EXIT_INTERRUPTED, SpeechedError
 from speeched.modeling.attention_backends import speech_attention
 from speeched.modeling.cpu_dropout import cpu_dropout
+from speeched.modeling.grouped_conv import native_grouped_conv_backward
 from speeched.training.batches import load_loader_state, loader_state, next_batch
 from speeched.training.checkpoint import (
     CheckpointError,
@@ -80,6 +81,8 @@ class Trainer:
         self.accelerator, self.is_main, self.print = run.accelerator, run.is_main, run.accelerator.print
         self.sampler, self.loader, self.total_steps = run.sampler, run.loader, run.total_steps
         self.exports = RunExports(run, self.out)
+        if self.recipe.train.cpu_kernels == "speeched":  # the other half, dropout, is switched in train_step
+            native_grouped_conv_backward(run.model)
         prepared = self.accelerator.prepare(run.model, run.optimizer, run.scheduler)
         self.model, self.optimizer, self.scheduler = prepared
         if run.resume_from is not None:
@@ -182,7 +185,7 @@ class Trainer:
         totals = acc.reduce(torch.tensor(counts, dtype=torch.float, device=acc.device), reduction="sum")
         n_tokens, n_utts, world = float(totals[0]), float(totals[1]), acc.num_processes
         sums = torch.zeros(3, device=acc.device)  # ce, ctc, audio seconds
-        fast_dropout = self.recipe.train.cpu_dropout == "fast"
+        fast_dropout = self.recipe.train.cpu_kernels == "speeched"
         for i, batch in enumerate(batches):
             batch = {k: (v.to(acc.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             ctx = acc.no_sync(model) if i < len(batches) - 1 else nullcontext()
