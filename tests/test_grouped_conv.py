@@ -37,6 +37,12 @@ def test_gradients_match_torchs_convolution(channels: int, kernel: int, padding:
         torch.testing.assert_close(ours[name], ref[name], rtol=1e-5, atol=1e-6)
     with torch.no_grad():  # without gradients the stock path runs, bit for bit
         assert torch.equal(conv(x), nn.Conv1d._conv_forward(conv, x, conv.weight, conv.bias))
+    conv.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # train.precision: bf16 on a CPU: the stock path
+        out = conv(x)
+        assert out.dtype == torch.bfloat16
+        out.float().pow(2).mean().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.dtype == torch.float32
 
 
 def test_wav2vec2_positional_convolution_only() -> None:

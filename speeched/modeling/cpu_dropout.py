@@ -2,9 +2,9 @@
 
 torch's CPU dropout (`F.dropout` -> `at::dropout`) fills a tensor with `bernoulli_(1 - p)` (MKL's VSL
 stream: ~8 ns per element on this project's AMD EPYC), divides it by 1 - p in a second pass and multiplies
-in a third. On the demo's log-mel composition with dropout 0.1 that was 11% of a training step, and on
-the wav2vec2 one more (torch.profiler, docs/benchmark-notes.md); the demo recipe had turned dropout off
-for it. No library offers a faster CPU dropout, hence this module. Here the mask comes from numpy's SFC64
+in a third. On the bench's log-mel composition with dropout 0.1 that was ~12% of a training step, and
+attention dropout alone ~5% of the wav2vec2 one's (torch.profiler, docs/benchmark-notes.md); the demo
+recipe had turned dropout off for it. No library offers a faster CPU dropout, hence this module. Here the mask comes from numpy's SFC64
 generator (~1 ns per element, 32 random bits per element) and is compared and scaled in torch (in
 parallel); the output is `input * noise` exactly as in torch, so autograd saves and multiplies the same
 kind of noise tensor. An element is kept with probability 1 - round(p * 2**32) / 2**32 (p to within 2**-33)

@@ -1,7 +1,7 @@
 """The backward pass of grouped 1-D convolutions on the CPU through torch's native kernel instead of oneDNN's.
 
-wav2vec2, HuBERT, WavLM and data2vec-audio add positions with a grouped convolution (kernel 128, 16 groups,
-weight norm) before their transformer layers. On the CPU torch runs it, forward and backward, on oneDNN
+wav2vec2, HuBERT and WavLM add positions with a grouped convolution (kernel 128, 16 groups, weight norm)
+before their transformer layers (data2vec-audio's are kernel 19, not measured, and left alone). On the CPU torch runs it, forward and backward, on oneDNN
 (mkldnn). oneDNN's forward is the faster one, but its backward for this shape is slow: measured on this
 project's AMD EPYC, 2 threads (docs/benchmark-notes.md), forward + backward of Conv1d(256, 256, 128,
 groups=16) on 8 x 220 frames took 181 ms with oneDNN and 106 ms with oneDNN's forward and the native
@@ -11,7 +11,8 @@ to the bit; the weight gradient differs in summation order only (~3e-7 relative)
 `native_grouped_conv_backward(model)` routes every such convolution (nn.Conv1d with groups > 1 and a
 kernel of at least MIN_KERNEL) through `GroupedConv1d`: the same forward (`F.conv1d`), and a backward that
 calls `aten.convolution_backward` with oneDNN switched off. It changes nothing off the CPU, without
-gradients, or for other convolutions; the weights and state dict stay as they are.
+gradients, under autocast (only fp32 was measured), or for other convolutions; the weights and state dict
+stay as they are.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ class GroupedConv1d(torch.autograd.Function):
 def _conv_forward(self: nn.Conv1d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     cpu = input.device.type == "cpu" and weight.device.type == "cpu"
     grads = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
-    if not (cpu and grads) or self.padding_mode != "zeros" or isinstance(self.padding, str):
+    if (
+        not (cpu and grads)
+        or torch.is_autocast_enabled("cpu")
+        or self.padding_mode != "zeros"
+        or isinstance(self.padding, str)
+    ):
         return nn.Conv1d._conv_forward(self, input, weight, bias)
     return GroupedConv1d.apply(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
