@@ -255,19 +255,16 @@ def main() -> None:
     for key, title, cmd in listed:
         if only and key not in only:
             if title in previous:  # carried over verbatim, saying from which generation
-                commit, body = previous[title]
-                page += [f"## {title}", "", f"_Not rerun by this `--only` run: as generated at commit {commit}._",
-                         "", body, ""]  # fmt: skip
+                page += _carried(title, previous)
             continue
         print(f"== {title}: {' '.join(cmd)}  (load {load_average()})", flush=True)
         body, took, rc = run_bench(cmd, timeout)
         print(f"   {'ok' if rc == 0 else f'exit {rc}'} in {took:.0f} s", flush=True)
         page += [f"## {title}", "", f"`.venv/bin/python {' '.join(cmd)}` ({took:.0f} s)", "", body, ""]
     listed_titles = {title for _, title, _ in listed}
-    for title, (commit, body) in previous.items():  # listed only on some machines (long-form: a demo model)
+    for title in previous:  # listed only on some machines (long-form: a demo model)
         if title not in listed_titles and title not in FILE_SECTIONS:
-            page += [f"## {title}", "", f"_Not rerun by this `--only` run: as generated at commit {commit}._",
-                     "", body, ""]  # fmt: skip
+            page += _carried(title, previous)
     # cheap: read from files that other targets wrote. Where a machine has none of a section's files (runs/
     # is never committed: a fresh checkout), the earlier page's section is carried over, saying from which
     # commit, instead of being replaced by "not measured".
@@ -294,18 +291,23 @@ def main() -> None:
     print(f"wrote {out_path}")
 
 
+def _carried(title: str, previous: dict[str, tuple[str, str]]) -> list[str]:
+    """An earlier page's section, as it was, saying which commit measured it."""
+    commit, body = previous[title]
+    return [
+        f"## {title}",
+        "",
+        f"_Not rerun by this `--only` run: as generated at commit {commit}._",
+        "",
+        body,
+        "",
+    ]
+
+
 def _file_section(title: str, body: str, measured: bool, previous: dict[str, tuple[str, str]]) -> list[str]:
     """A section read from files under runs/: fresh where they exist, else the earlier page's, if it had one."""
     if not measured and title in previous:
-        commit, old = previous[title]
-        return [
-            f"## {title}",
-            "",
-            f"_Not rerun by this `--only` run: as generated at commit {commit}._",
-            "",
-            old,
-            "",
-        ]
+        return _carried(title, previous)
     return [f"## {title}", "", body, ""]
 
 
