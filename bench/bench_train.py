@@ -349,7 +349,7 @@ def speeched_recipe(a: argparse.Namespace) -> object:
             "seed": a.seed,
             "freeze_feature_encoder": "always",
             "precision": "bf16" if a.bf16 else "no",
-            "cpu_kernels": "speeched" if a.cpu_kernels == "speeched" else "torch",
+            "cpu_kernels": a.cpu_kernels,
         },  # fmt: skip
         "checkpoint": {"every_steps": 100000, "keep_last": 1},
         "log": {"plots": False, "trackers": []},
@@ -527,9 +527,9 @@ def table(comp: str, n_trainable: int, res: dict, a: argparse.Namespace) -> list
         sps = [r["s_per_step"] for r in runs]
         aps = [r["audio_s"] / r["steps"] for r in runs]
         alloc = ", ".join(sorted({r.get("allocator", "?") for r in runs}))
-        drop = ", ".join(sorted({r.get("kernels", "?") for r in runs}))
+        kernels = ", ".join(sorted({r.get("kernels", "?") for r in runs}))
         out.append(
-            f"| {SIDES[side]} | {alloc} | {drop} | {fmt_range(rate)} | {fmt_range(sps, 2)} | {fmt_range(aps)} |"
+            f"| {SIDES[side]} | {alloc} | {kernels} | {fmt_range(rate)} | {fmt_range(sps, 2)} | {fmt_range(aps)} |"
         )
     out.append("")
     if "speeched" in res:
