@@ -21,10 +21,12 @@ What is the same on both sides (checked, not assumed):
   side ran on (the allocator read from the worker's own memory map): speeched's side runs as `speeched
   train` runs (mimalloc preloaded on a CPU machine, speeched/training/allocator.py; dropout masks drawn by
   speeched/modeling/cpu_dropout.py, the same distribution; the grouped positional convolution's backward on
-  torch's native kernel, speeched/modeling/grouped_conv.py), the Trainer's as users start it (glibc's
-  malloc, torch's kernels). `trainer-gbl-mimalloc` gives the Trainer speeched's allocator,
-  `trainer-gbl-kernels` the allocator and the kernels, and `speeched-torch-kernels` runs speeched with
-  torch's kernels (`train.cpu_kernels: torch`), to show how much of the ratio each one is;
+  torch's native kernel, speeched/modeling/grouped_conv.py; always, whatever `train.cpu_kernels` says, the
+  log-mel fbank's mel product on one numpy BLAS thread, speeched/modeling/fbank.py), the Trainer's as users
+  start it (glibc's malloc, torch's kernels, numpy's BLAS on every core). `trainer-gbl-mimalloc` gives the
+  Trainer speeched's allocator, `trainer-gbl-kernels` the allocator, the kernels and the one-thread BLAS
+  around its feature extractor, and `speeched-torch-kernels` runs speeched with torch's kernels
+  (`train.cpu_kernels: torch`), to show how much of the ratio each one is;
 - throughput is audio-seconds per wall-second from the audio in the timed batches themselves (sum of
   unpadded input lengths / sample rate, counted per batch on each side), not from an assumed batch size.
   speeched's `max_duration` is a cap, so its batches hold a little less audio than 8 × the mean.
@@ -42,6 +44,7 @@ own model class (same module, same loss): that row compares the training loops o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -66,6 +69,7 @@ from common import (  # noqa: E402
 )
 
 from speeched.modeling.cpu_dropout import cpu_dropout  # noqa: E402
+from speeched.modeling.fbank import NUMPY_BLAS  # noqa: E402
 from speeched.modeling.grouped_conv import native_grouped_conv_backward  # noqa: E402
 from speeched.training.allocator import ENV as ALLOCATOR_ENV  # noqa: E402
 from speeched.training.allocator import active_allocator, preload_environment  # noqa: E402
@@ -221,6 +225,9 @@ def run_trainer(a: argparse.Namespace) -> dict:
     fe = AutoFeatureExtractor.from_pretrained(model_dir)
     input_name = fe.model_input_names[0]
     rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    blas_limit = (
+        (lambda: NUMPY_BLAS.limit(limits=1)) if a.cpu_kernels == "speeched" else contextlib.nullcontext
+    )
 
     def load(batch: dict) -> dict:
         """Lazy decoding; column-only access (the length column, for group_by_length) passes through."""
@@ -229,7 +236,8 @@ def run_trainer(a: argparse.Namespace) -> dict:
         out = {input_name: [], "labels": [], "seconds": [], "length": batch["length"]}
         for path, text in zip(batch["audio"], batch["text"], strict=True):
             audio, _ = sf.read(manifest.parent / path, dtype="float32")
-            out[input_name].append(fe(audio, sampling_rate=SR)[input_name][0])
+            with blas_limit():  # trainer-gbl-kernels: numpy's BLAS on one thread, as speeched's fbank runs it
+                out[input_name].append(fe(audio, sampling_rate=SR)[input_name][0])
             out["labels"].append(tok(text, add_special_tokens=False).input_ids + [tok.sep_token_id])
             out["seconds"].append(len(audio) / SR)
         return out

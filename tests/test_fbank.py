@@ -49,3 +49,28 @@ def test_the_vectorised_extractor_gives_the_same_batches_and_saves_as_the_stock_
 def test_other_extractors_are_left_as_they_are() -> None:
     w2v = Wav2Vec2FeatureExtractor()
     assert vectorised(w2v) is w2v
+
+
+def test_the_mel_product_runs_on_one_blas_thread_and_leaves_the_limit_as_it_was(monkeypatch) -> None:
+    """numpy's OpenBLAS spins its threads ~0.1 s after a multithreaded call, on torch's cores: one thread."""
+    import speeched.modeling.fbank as fbank
+
+    blas = fbank.NUMPY_BLAS
+    assert [lib["internal_api"] for lib in blas.info()] == ["openblas"]  # numpy's, found at import
+    seen: list[int] = []
+    dot = np.dot
+
+    def recording_dot(a, b):  # noqa: ANN001, ANN202
+        seen.append(blas.info()[0]["num_threads"])
+        return dot(a, b)
+
+    before = blas.info()[0]["num_threads"]
+    with blas.limit(limits=2):  # as on this 2-core machine by default, whatever the test runner set
+        monkeypatch.setattr(fbank.np, "dot", recording_dot)
+        fe = Speech2TextFeatureExtractor()
+        out = kaldi_fbank(_signal(16000), fe.window, fe.mel_filters)
+        monkeypatch.undo()
+        assert seen == [1]
+        assert blas.info()[0]["num_threads"] == 2  # restored after the product
+    assert blas.info()[0]["num_threads"] == before
+    assert np.array_equal(out, fe._extract_fbank_features(_signal(16000)))

@@ -7,6 +7,12 @@ arithmetic on every frame at once (float64 frames, DC removal, pre-emphasis, Pov
 rfft rounded to complex64 as transformers stores it, power, mel floor, natural log) and returns the same
 float32 array, bit for bit (tests/test_fbank.py compares them). With torchaudio installed, or with
 dither, the extractor's own code runs, so nothing changes where its numerics differ.
+
+The mel product runs on one BLAS thread. numpy's OpenBLAS keeps the threads of a multithreaded call
+spinning for about 2**28 cycles (~0.1 s, its THREAD_TIMEOUT) after it returns, on the same cores torch's
+threads then compute on: a log-mel training step, whose features are computed between steps, ran
+~25% slower for it (docs/benchmark-notes.md, eleventh session). The product is small (80 x 257 x
+frames); one thread computes it as fast, the same numbers, and leaves nothing spinning.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 from transformers import Speech2TextFeatureExtractor
 from transformers.utils import is_speech_available
 
 FRAME, HOP, FFT, PREEMPHASIS, MEL_FLOOR = 400, 160, 512, 0.97, 1.192092955078125e-07
+
+#: numpy's BLAS (loaded with numpy, above); `kaldi_fbank` limits it to one thread around its product.
+NUMPY_BLAS = ThreadpoolController().select(user_api="blas")
 
 
 def kaldi_fbank(waveform: np.ndarray, window: np.ndarray, mel_filters: np.ndarray) -> np.ndarray:
@@ -31,7 +41,8 @@ def kaldi_fbank(waveform: np.ndarray, window: np.ndarray, mel_filters: np.ndarra
     frames *= window.astype(np.float64)
     spectrum = np.fft.rfft(frames, n=FFT, axis=1).astype(np.complex64)
     power = np.abs(spectrum, dtype=np.float64) ** 2.0
-    mel = np.maximum(MEL_FLOOR, np.dot(mel_filters.T, power.T))
+    with NUMPY_BLAS.limit(limits=1):
+        mel = np.maximum(MEL_FLOOR, np.dot(mel_filters.T, power.T))
     return np.asarray(np.log(mel), dtype=np.float32).T
 
 
