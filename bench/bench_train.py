@@ -20,8 +20,8 @@ What is the same on both sides (checked, not assumed):
 - the memory allocator and the CPU kernels are *not* the same by default, and the table says which each
   side ran on (the allocator read from the worker's own memory map): speeched's side runs as `speeched
   train` runs (mimalloc preloaded on a CPU machine, speeched/training/allocator.py; dropout masks drawn by
-  speeched/modeling/cpu_dropout.py, the same distribution; the grouped positional convolution's backward on
-  torch's native kernel, speeched/modeling/grouped_conv.py; always, whatever `train.cpu_kernels` says, the
+  speeched/modeling/cpu_dropout.py, the same distribution; the grouped positional convolution, forward and
+  backward, by FFT, speeched/modeling/grouped_conv.py; always, whatever `train.cpu_kernels` says, the
   log-mel fbank's mel product on one numpy BLAS thread, speeched/modeling/fbank.py), the Trainer's as users
   start it (glibc's malloc, torch's kernels, numpy's BLAS on every core). `trainer-gbl-mimalloc` gives the
   Trainer speeched's allocator, `trainer-gbl-kernels` the allocator, the kernels and the one-thread BLAS
@@ -70,7 +70,7 @@ from common import (  # noqa: E402
 
 from speeched.modeling.cpu_dropout import cpu_dropout  # noqa: E402
 from speeched.modeling.fbank import NUMPY_BLAS  # noqa: E402
-from speeched.modeling.grouped_conv import native_grouped_conv_backward  # noqa: E402
+from speeched.modeling.grouped_conv import fft_grouped_conv  # noqa: E402
 from speeched.training.allocator import ENV as ALLOCATOR_ENV  # noqa: E402
 from speeched.training.allocator import active_allocator, preload_environment  # noqa: E402
 
@@ -219,8 +219,8 @@ def run_trainer(a: argparse.Namespace) -> dict:
     model_dir, manifest = Path(a.model), Path(a.manifest)
     model = trainer_model(model_dir, a.composition)
     check_trainable(model, a)
-    if a.cpu_kernels == "speeched":  # trainer-gbl-kernels: and the grouped convolution's native backward
-        native_grouped_conv_backward(model)
+    if a.cpu_kernels == "speeched":  # trainer-gbl-kernels: and the grouped positional convolution by FFT
+        fft_grouped_conv(model)
     tok = AutoTokenizer.from_pretrained(model_dir)
     fe = AutoFeatureExtractor.from_pretrained(model_dir)
     input_name = fe.model_input_names[0]

@@ -1,18 +1,23 @@
-"""The backward pass of grouped 1-D convolutions on the CPU through torch's native kernel instead of oneDNN's.
+"""Grouped large-kernel 1-D convolutions on the CPU by FFT, forward and backward.
 
 wav2vec2, HuBERT and WavLM add positions with a grouped convolution (kernel 128, 16 groups, weight norm)
-before their transformer layers (data2vec-audio's are kernel 19, not measured, and left alone). On the CPU torch runs it, forward and backward, on oneDNN
-(mkldnn). oneDNN's forward is the faster one, but its backward for this shape is slow: measured on this
-project's AMD EPYC, 2 threads (docs/benchmark-notes.md), forward + backward of Conv1d(256, 256, 128,
-groups=16) on 8 x 220 frames took 181 ms with oneDNN and 106 ms with oneDNN's forward and the native
-backward (im2col + BLAS); at wav2vec2-base's width (768) 900 against 750 ms. The input gradient is the same
-to the bit; the weight gradient differs in summation order only (~3e-7 relative).
+before their transformer layers (data2vec-audio's are kernel 19, not measured, and left alone). On the CPU
+torch computes it directly on oneDNN: 2·K multiply-adds per input channel and output sample, and a slow
+backward for this shape. By the convolution theorem the same sums are a pointwise product of spectra: per
+frequency, a [batch, C/groups] x [C/groups, C/groups] complex product per group, plus real FFTs of length
+≥ T + 2·padding; K drops out of the cost. cuDNN picks FFT algorithms for convolutions the same way.
 
-`native_grouped_conv_backward(model)` routes every such convolution (nn.Conv1d with groups > 1 and a
-kernel of at least MIN_KERNEL) through `GroupedConv1d`: the same forward (`F.conv1d`), and a backward that
-calls `aten.convolution_backward` with oneDNN switched off. It changes nothing off the CPU, without
-gradients, under autocast (only fp32 was measured), or for other convolutions; the weights and state dict
-stay as they are.
+Measured on this project's AMD EPYC, 2 threads (docs/benchmark-notes.md, eleventh session), Conv1d(256,
+256, 128, groups=16) on 8 x 220 frames: forward 34–54 ms on oneDNN, 7 ms here; backward 90 ms on torch's
+native kernel (the previous route: oneDNN's own took longer), 13 ms here. At wav2vec2-base's width (768)
+on 8 x 400 frames: forward 440 → 61–84 ms, backward 1290–1540 → 124–155 ms. The results differ from the
+direct sums by rounding only (~3e-7 of the output's scale, forward and both gradients; tested).
+
+`fft_grouped_conv(model)` routes every such convolution (nn.Conv1d with groups > 1, a kernel of at least
+MIN_KERNEL, stride and dilation 1, zero padding) through `FFTGroupedConv1d` while gradients are being
+computed (training steps). Without gradients (evaluation, generation), off the CPU, under autocast (only
+fp32 was measured) or for other dtypes the stock convolution runs, bit for bit; the weights and state
+dict stay as they are.
 """
 
 from __future__ import annotations
@@ -22,35 +27,64 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 from torch import nn
 
 MIN_KERNEL = 32
 
 
-class GroupedConv1d(torch.autograd.Function):
-    """`F.conv1d(x, w, b, stride, padding, dilation, groups)`, its backward on torch's native CPU kernel."""
+def _spectra(x: torch.Tensor, w: torch.Tensor, padding: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Spectra of the zero-padded input [B, C, F] and of the weight [C_out, C_in/groups, F], and n."""
+    n = next_fast_len(x.shape[-1] + 2 * padding, real=True)  # >= padded length: no circular wrap-around
+    return torch.fft.rfft(F.pad(x, (padding, padding)), n), torch.fft.rfft(w, n), n
+
+
+def _by_group(spec: torch.Tensor, groups: int) -> torch.Tensor:
+    """[B, C, F] -> [groups, F, B, C/groups]: one batched matrix per group and frequency."""
+    b, c, f = spec.shape
+    return spec.view(b, groups, c // groups, f).permute(1, 3, 0, 2)
+
+
+def _from_groups(spec: torch.Tensor) -> torch.Tensor:
+    """[groups, F, B, C/groups] -> [B, C, F]."""
+    g, f, b, c = spec.shape
+    return spec.permute(2, 0, 3, 1).reshape(b, g * c, f)
+
+
+class FFTGroupedConv1d(torch.autograd.Function):
+    """`F.conv1d(x, w, b, padding=padding, groups=groups)` (stride 1, dilation 1) and its gradients by FFT.
+
+    Forward: y = irfft(Σ_i X_i · conj(W_oi)) (a correlation); input gradient: irfft(Σ_o G_o · W_oi) (a
+    convolution); weight gradient: irfft(Σ_b conj(G_bo) · X_bi), its first K lags.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x, w, b, stride, padding, dilation, groups):  # noqa: ANN001, ANN205
-        ctx.save_for_backward(x, w)
-        ctx.conv = (stride, padding, dilation, groups, b is not None)
-        return F.conv1d(x, w, b, stride, padding, dilation, groups)
+    def forward(ctx: Any, x, w, b, padding, groups):  # noqa: ANN001, ANN205
+        xs, ws, n = _spectra(x, w, padding)
+        out_len = x.shape[-1] + 2 * padding - w.shape[-1] + 1
+        c_out, c_in = w.shape[:2]
+        wg = ws.conj().view(groups, c_out // groups, c_in, -1).permute(0, 3, 2, 1)  # [G, F, C_in, C_out/G]
+        y = torch.fft.irfft(_from_groups(torch.matmul(_by_group(xs, groups), wg)), n)[..., :out_len]
+        ctx.save_for_backward(xs, ws)
+        ctx.conv = (padding, groups, n, x.shape[-1], w.shape[-1], b is not None)
+        return y + b[:, None] if b is not None else y.contiguous()
 
     @staticmethod
     def backward(ctx: Any, grad):  # noqa: ANN001, ANN205
-        x, w = ctx.saved_tensors
-        stride, padding, dilation, groups, has_bias = ctx.conv
-        need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
-        # Not `torch.backends.mkldnn.flags(...)`: it also resets oneDNN's TF32 setting, with a warning.
-        enabled, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
-        try:
-            gx, gw, gb = torch.ops.aten.convolution_backward(
-                grad.contiguous(), x, w, [w.shape[0]] if has_bias else None,
-                list(stride), list(padding), list(dilation), False, [0], groups, need,
-            )  # fmt: skip
-        finally:
-            torch.backends.mkldnn.enabled = enabled
-        return gx, gw, gb, None, None, None, None
+        xs, ws = ctx.saved_tensors
+        padding, groups, n, length, kernel, has_bias = ctx.conv
+        c_out, c_in = ws.shape[:2]
+        gs = _by_group(torch.fft.rfft(grad, n), groups)  # [G, F, B, C_out/G]
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            wg = ws.view(groups, c_out // groups, c_in, -1).permute(0, 3, 1, 2)  # [G, F, C_out/G, C_in]
+            gx = torch.fft.irfft(_from_groups(torch.matmul(gs, wg)), n)[..., padding : padding + length]
+        if ctx.needs_input_grad[1]:
+            gwf = torch.matmul(gs.conj().transpose(-1, -2), _by_group(xs, groups))  # [G, F, C_out/G, C_in]
+            gw = torch.fft.irfft(gwf.permute(0, 2, 3, 1).reshape(c_out, c_in, -1), n)[..., :kernel]
+        if has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum((0, 2))
+        return gx, gw, gb, None, None
 
 
 def _conv_forward(self: nn.Conv1d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -58,19 +92,33 @@ def _conv_forward(self: nn.Conv1d, input: torch.Tensor, weight: torch.Tensor, bi
     grads = torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad)
     if (
         not (cpu and grads)
+        or input.dtype != torch.float32
+        or weight.dtype != torch.float32
         or torch.is_autocast_enabled("cpu")
-        or self.padding_mode != "zeros"
-        or isinstance(self.padding, str)
+        or input.dim() != 3
     ):
         return nn.Conv1d._conv_forward(self, input, weight, bias)
-    return GroupedConv1d.apply(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+    return FFTGroupedConv1d.apply(input, weight, bias, self.padding[0], self.groups)
 
 
-def native_grouped_conv_backward(model: nn.Module) -> list[str]:
-    """Route the model's large-kernel grouped Conv1d layers through `GroupedConv1d`; their names."""
+def routable(module: nn.Module) -> bool:
+    """A grouped Conv1d that FFTGroupedConv1d computes: large kernel, stride/dilation 1, int zero padding."""
+    return (
+        isinstance(module, nn.Conv1d)
+        and module.groups > 1
+        and module.kernel_size[0] >= MIN_KERNEL
+        and module.stride == (1,)
+        and module.dilation == (1,)
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
+
+
+def fft_grouped_conv(model: nn.Module) -> list[str]:
+    """Route the model's large-kernel grouped Conv1d layers through `FFTGroupedConv1d`; their names."""
     names = []
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv1d) and module.groups > 1 and module.kernel_size[0] >= MIN_KERNEL:
+        if routable(module):
             module._conv_forward = types.MethodType(_conv_forward, module)
             names.append(name)
     return names

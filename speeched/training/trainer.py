@@ -28,7 +28,7 @@ from accelerate.utils import gather_object
 from speeched.errors import EXIT_INTERRUPTED, SpeechedError
 from speeched.modeling.attention_backends import speech_attention
 from speeched.modeling.cpu_dropout import cpu_dropout
-from speeched.modeling.grouped_conv import native_grouped_conv_backward
+from speeched.modeling.grouped_conv import fft_grouped_conv
 from speeched.training.batches import load_loader_state, loader_state, next_batch
 from speeched.training.checkpoint import (
     CheckpointError,
@@ -82,7 +82,7 @@ class Trainer:
         self.sampler, self.loader, self.total_steps = run.sampler, run.loader, run.total_steps
         self.exports = RunExports(run, self.out)
         if self.recipe.train.cpu_kernels == "speeched":  # the other half, dropout, is switched in train_step
-            native_grouped_conv_backward(run.model)
+            fft_grouped_conv(run.model)
         prepared = self.accelerator.prepare(run.model, run.optimizer, run.scheduler)
         self.model, self.optimizer, self.scheduler = prepared
         if run.resume_from is not None:
