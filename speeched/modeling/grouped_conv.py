@@ -45,6 +45,12 @@ def _by_group(spec: torch.Tensor, groups: int) -> torch.Tensor:
     return spec.view(b, groups, c // groups, f).permute(1, 3, 0, 2)
 
 
+def _weight_by_group(ws: torch.Tensor, groups: int) -> torch.Tensor:
+    """[C_out, C_in/groups, F] -> [groups, F, C_out/groups, C_in/groups]."""
+    c_out, c_in, f = ws.shape
+    return ws.view(groups, c_out // groups, c_in, f).permute(0, 3, 1, 2)
+
+
 def _from_groups(spec: torch.Tensor) -> torch.Tensor:
     """[groups, F, B, C/groups] -> [B, C, F]."""
     g, f, b, c = spec.shape
@@ -62,8 +68,7 @@ class FFTGroupedConv1d(torch.autograd.Function):
     def forward(ctx: Any, x, w, b, padding, groups):  # noqa: ANN001, ANN205
         xs, ws, n = _spectra(x, w, padding)
         out_len = x.shape[-1] + 2 * padding - w.shape[-1] + 1
-        c_out, c_in = w.shape[:2]
-        wg = ws.conj().view(groups, c_out // groups, c_in, -1).permute(0, 3, 2, 1)  # [G, F, C_in, C_out/G]
+        wg = _weight_by_group(ws, groups).conj().transpose(-1, -2)  # [G, F, C_in/G, C_out/G]
         y = torch.fft.irfft(_from_groups(torch.matmul(_by_group(xs, groups), wg)), n)[..., :out_len]
         ctx.save_for_backward(xs, ws)
         ctx.conv = (padding, groups, n, x.shape[-1], w.shape[-1], b is not None)
@@ -77,8 +82,8 @@ class FFTGroupedConv1d(torch.autograd.Function):
         gs = _by_group(torch.fft.rfft(grad, n), groups)  # [G, F, B, C_out/G]
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            wg = ws.view(groups, c_out // groups, c_in, -1).permute(0, 3, 1, 2)  # [G, F, C_out/G, C_in]
-            gx = torch.fft.irfft(_from_groups(torch.matmul(gs, wg)), n)[..., padding : padding + length]
+            gx = torch.fft.irfft(_from_groups(torch.matmul(gs, _weight_by_group(ws, groups))), n)
+            gx = gx[..., padding : padding + length]
         if ctx.needs_input_grad[1]:
             gwf = torch.matmul(gs.conj().transpose(-1, -2), _by_group(xs, groups))  # [G, F, C_out/G, C_in]
             gw = torch.fft.irfft(gwf.permute(0, 2, 3, 1).reshape(c_out, c_in, -1), n)[..., :kernel]
