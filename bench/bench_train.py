@@ -83,6 +83,7 @@ SIDES = {
     "trainer-gbl": 'Seq2SeqTrainer, train_sampling_strategy="group_by_length"',
     "trainer-gbl-mimalloc": "Seq2SeqTrainer, group_by_length, given speeched's allocator (mimalloc)",
     "trainer-gbl-kernels": "Seq2SeqTrainer, group_by_length, given speeched's allocator and CPU kernels",
+    "trainer-gbl-sdpa": "Seq2SeqTrainer, group_by_length, cuDNN attention off (CUDA; as speeched runs)",
     "speeched-torch-kernels": "speeched train with torch's CPU kernels (train.cpu_kernels: torch)",
     "speeched": "speeched train (duration buckets)",
 }
@@ -221,6 +222,8 @@ def run_trainer(a: argparse.Namespace) -> dict:
     check_trainable(model, a)
     if a.cpu_kernels == "speeched":  # trainer-gbl-kernels: and the grouped positional convolution by FFT
         fft_grouped_conv(model)
+    if a.worker == "trainer-gbl-sdpa":  # the one line a Trainer user would add for speeched's SDPA choice
+        torch.backends.cuda.enable_cudnn_sdp(False)
     tok = AutoTokenizer.from_pretrained(model_dir)
     fe = AutoFeatureExtractor.from_pretrained(model_dir)
     input_name = fe.model_input_names[0]

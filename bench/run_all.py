@@ -311,6 +311,9 @@ def _file_section(title: str, body: str, measured: bool, previous: dict[str, tup
     return [f"## {title}", "", body, ""]
 
 
+FOOTER = re.compile(r"^_Load average when the page was written: .*?\._\s*", flags=re.M)
+
+
 def _previous_sections(path: Path) -> dict[str, tuple[str, str]]:
     """{title: (commit, body)} of the bench sections of an earlier generated page, so that `--only` reruns
     some benches without dropping the others (each carried section says which commit measured it)."""
@@ -325,6 +328,7 @@ def _previous_sections(path: Path) -> dict[str, tuple[str, str]]:
         carried = re.match(r"\s*_Not rerun by this `--only` run: as generated at commit (.+?)\._\n", body)
         if carried:  # carried twice: keep the commit that measured it
             body = body[carried.end() :]
+        body = FOOTER.sub("", body)  # the page's own footer follows the last section: not part of it
         out[title.strip()] = (carried.group(1) if carried else commit, body.strip())
     return out
 
