@@ -10,9 +10,9 @@ both sides) and are scored with the same normaliser ("basic") and jiwer, over al
 
 - transformers' pipeline("automatic-speech-recognition") is given the LIST of files with batch_size=8,
   so it batches chunks across files; it cuts fixed windows (`chunk_length_s`, stride = its default
-  chunk/6 on each side), so each chunk length is tried and reported: 2, 4 and 8 s by default, and for an
-  encoder with a fixed window (Whisper's: the pipeline pads every chunk to it) half the window and the
-  window (`--chunks auto`). Its model: the `speeched export --to
+  chunk/6 on each side), so each chunk length is tried and reported: 2, 4 and 8 s by default; for an
+  encoder with a fixed window (Whisper's: the pipeline pads every chunk to it) 2, 4 s, half the window and
+  the window (`--chunks auto`). Its model: the `speeched export --to
   transformers` directory when the model can be exported; the demo's log-mel (Speech2Text) encoder cannot
   be represented by transformers' SpeechEncoderDecoderModel, and then the pipeline is handed speeched's own
   model object (its class name is SpeechEncoderDecoderModel, so the pipeline runs it as "seq2seq": the same
@@ -187,7 +187,10 @@ def main() -> None:
     im = load_inference_model(a.model, "cpu")
     if a.chunks == "auto":
         window = getattr(im.feature_extractor, "n_samples", 0) / im.feature_extractor.sampling_rate
-        a.chunks = f"{window / 2:g},{window:g}" if window else "2,4,8"
+        # A fixed window (Whisper's) pads every chunk to it, so shorter chunks cost more encoder time; they
+        # are tried anyway, since they are nearer the utterance lengths a model was trained on.
+        grid = {2.0, 4.0, window / 2, window} if window else {2.0, 4.0, 8.0}
+        a.chunks = ",".join(f"{c:g}" for c in sorted(grid))
     if a.quick:
         a.files, a.per_file, a.repeats, a.chunks = 2, 4, 1, a.chunks.split(",")[-1]
     recorded = dict(getattr(im.model.config, "decoding", None) or {})
