@@ -239,8 +239,18 @@ def _summary(args: argparse.Namespace, results: list[dict]) -> list[str]:
     """One row per model and the median (min-max) over them: the seeds of one recipe, say."""
     names = ("clean", _floor_name(args), f"snr{args.snr:g}")
 
-    def cell(values: list[float], digits: int = 2) -> str:
-        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+    def cell(values: list[float | None], digits: int = 2) -> str:
+        """Median (min–max) of the defined values: a ratio is undefined (None) where one-by-one WER is 0 and
+        long-form WER is not; those models are counted, not dropped silently."""
+        defined = [v for v in values if v is not None]
+        if not defined:
+            return "n/a"
+        out = f"{statistics.median(defined):.{digits}f} ({min(defined):.{digits}f}–{max(defined):.{digits}f})"
+        return (
+            out
+            if len(defined) == len(values)
+            else f"{out} of {len(defined)}; {len(values) - len(defined)} n/a"
+        )
 
     rows = [
         "| model | " + " | ".join(f"{n} ratio" for n in names) + " | word-boundary error clean / noisy (s) |",
@@ -250,7 +260,8 @@ def _summary(args: argparse.Namespace, results: list[dict]) -> list[str]:
         rows.append(
             f"| {r['model']} | "
             + " | ".join(
-                f"{r[n]['ratio']} ({100 * r[n]['wer_longform']:.1f}% / {100 * r[n]['wer_one_by_one']:.1f}%)"
+                f"{'n/a' if r[n]['ratio'] is None else r[n]['ratio']} "
+                f"({100 * r[n]['wer_longform']:.1f}% / {100 * r[n]['wer_one_by_one']:.1f}%)"
                 for n in names
             )
             + f" | {r['clean']['word_boundary_median_error_s']} / {r[names[2]]['word_boundary_median_error_s']} |"
